@@ -1,0 +1,105 @@
+"""Run a plan against a kernel and keep the ownership record true at every instant.
+
+Order of writes: (1) record the union of what we own and what we are about to create,
+(2) execute the operations, (3) record what we own now. A crash between (1) and (3) leaves
+claims on objects that may not exist; the next run forgets those.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+
+from ipvsctl.kernel.base import Kernel, KernelError
+from ipvsctl.model.desired import Desired, Owner
+from ipvsctl.model.ipvs import ServiceKey
+from ipvsctl.model.ops import AddService, BindAddress, DeleteService, Operation, UnbindAddress
+from ipvsctl.plan import Observed, Ownership, Plan, plan
+from ipvsctl.settings import DEFAULT_SYSCTLS, Settings
+from ipvsctl.state import Store
+
+
+@dataclass(frozen=True)
+class Result:
+    plan: Plan
+    errors: tuple[KernelError, ...] = ()
+    owners: dict[ServiceKey, Owner] = field(default_factory=dict)
+
+    def failures(self) -> list[tuple[Owner | None, KernelError]]:
+        """Kernel errors with the Service port they concern (first error per virtual server)."""
+        seen: set[object] = set()
+        out: list[tuple[Owner | None, KernelError]] = []
+        for err in self.errors:
+            key = op_service(err.op)
+            if key is not None and key in seen:
+                continue  # later errors on the same virtual server follow from the first
+            seen.add(key)
+            out.append((self.owners.get(key) if key else None, err))
+        return out
+
+
+def op_service(op: Operation) -> ServiceKey | None:
+    if isinstance(op, BindAddress | UnbindAddress):
+        return None
+    if isinstance(op, AddService):
+        return op.server.key
+    if isinstance(op, DeleteService):
+        return op.key
+    return op.service  # type: ignore[union-attr]
+
+
+def observe(kernel: Kernel) -> Observed:
+    services = {state.server.key: state for state in kernel.dump()}
+    return Observed(services, frozenset(kernel.bound_addresses()), frozenset(kernel.node_addresses()))
+
+
+def settle(
+    owned: Ownership, target: Ownership, ops: tuple[Operation, ...], results: list[KernelError | None]
+) -> Ownership:
+    """The record after execution: the target, corrected by what failed."""
+    services = dict(target.services)
+    addresses = set(target.addresses)
+    for op, res in zip(ops, results, strict=True):
+        if res is None:
+            continue
+        if isinstance(op, AddService):
+            services.pop(op.server.key, None)  # not created (EEXIST: someone else's)
+        elif isinstance(op, DeleteService) and res.errno != errno.ESRCH and op.key in owned.services:
+            services[op.key] = owned.services[op.key]
+        elif isinstance(op, BindAddress) and res.errno != errno.EEXIST:
+            addresses.discard(op.address)
+        elif isinstance(op, UnbindAddress) and res.errno != errno.EADDRNOTAVAIL:
+            addresses.add(op.address)
+    draining = {k: v for k, v in target.draining.items() if k[0] in services}
+    return Ownership(services, frozenset(addresses), draining)
+
+
+def execute(p: Plan, kernel: Kernel, store: Store, owned: Ownership) -> list[KernelError | None]:
+    """Record intent, write to the kernel, record the outcome."""
+    intent = Ownership(
+        {**owned.services, **p.target.services},
+        owned.addresses | p.target.addresses,
+        {**owned.draining, **p.target.draining},
+    )
+    if intent != owned:
+        store.save(intent)
+    results = kernel.execute(p.ops) if p.ops else []
+    final = settle(owned, p.target, p.ops, results)
+    if final != intent:
+        store.save(final)
+    return results
+
+
+def sync(desired: Desired, kernel: Kernel, store: Store, settings: Settings, *, dry_run: bool = False) -> Result:
+    """Make what ipvsctl owns equal to ``desired``. The caller holds the lock."""
+    owned = store.load()
+    observed = observe(kernel)
+    p = plan(desired, observed, owned, adopt=settings.adopt, now=time.time(), drain_timeout=settings.drain_timeout)
+    owners = {**owned.services, **p.target.services}
+    if dry_run:
+        return Result(p, (), owners)
+    if settings.set_sysctls:
+        kernel.set_sysctls(DEFAULT_SYSCTLS)
+    results = execute(p, kernel, store, owned)
+    return Result(p, tuple(r for r in results if r is not None), owners)

@@ -1,0 +1,415 @@
+"""The `ipvsctl` command: parse arguments, call the pipeline, render, exit. Nothing else.
+
+Exit codes (every verb):
+  0  done; for `diff`: nothing would change
+  1  `diff` only: changes are pending
+  2  usage error (bad flag or argument)
+  3  invalid input: some objects were rejected (the valid rest was still applied)
+  4  the kernel refused some operations, or a virtual server we want belongs to someone else
+  5  IPVS is not available (no ip_vs in the kernel, or not root / no CAP_NET_ADMIN)
+  6  another ipvsctl holds the lock, or the ownership record cannot be used
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ipvsctl import __version__, logs
+from ipvsctl.apply import Result, sync
+from ipvsctl.errors import LockBusy, Problem, StateError
+from ipvsctl.kernel.base import Kernel, KernelUnavailable
+from ipvsctl.model.desired import Desired
+from ipvsctl.model.ipvs import SCHEDULERS, IPAddress
+from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
+from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
+from ipvsctl.settings import Settings
+from ipvsctl.sources.files import load
+from ipvsctl.state import Store
+from ipvsctl.translate import translate
+
+EXIT_OK, EXIT_CHANGES, EXIT_USAGE, EXIT_INVALID, EXIT_KERNEL, EXIT_UNAVAILABLE, EXIT_STATE = range(7)
+
+
+def open_netlink_kernel(interface: str) -> Kernel:
+    from ipvsctl.kernel.netlink import NetlinkKernel
+
+    return NetlinkKernel(interface=interface)
+
+
+# Tests replace this with a factory returning a MemoryKernel.
+KERNEL_FACTORY: Callable[[str], Kernel] = open_netlink_kernel
+
+app = typer.Typer(
+    help="Turn Kubernetes Services and their endpoints into Linux IPVS virtual servers.\n\n"
+    + (__doc__ or "").split("\n\n", 1)[1],
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class Ctx:
+    log_format = "console"
+    state_dir = Path("/run/ipvsctl")
+
+
+CTX = Ctx()
+
+Files = Annotated[
+    list[str],
+    typer.Option(
+        "-f", "--filename", help=("Manifest file, directory (recursive *.yaml/*.yml) or - for stdin. Repeatable.")
+    ),
+]
+NodeIP = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--node-ip",
+        help=(
+            "Node address for NodePort virtual servers. Repeatable. Default: this host's "
+            "addresses minus loopback, IPv6 link-local and the dummy interface's."
+        ),
+    ),
+]
+NodeName = Annotated[
+    str | None,
+    typer.Option(
+        "--node-name",
+        envvar="NODE_NAME",
+        help=("This node's name, for externalTrafficPolicy/internalTrafficPolicy: Local."),
+    ),
+]
+Scheduler = Annotated[
+    str,
+    typer.Option(
+        "--scheduler",
+        help=f"Default scheduler for Services without the ipvsctl.io/scheduler annotation ({', '.join(SCHEDULERS)}).",
+    ),
+]
+Interface = Annotated[str, typer.Option("--interface", help="Dummy interface that holds virtual addresses.")]
+Adopt = Annotated[
+    bool,
+    typer.Option(
+        "--adopt", help=("Take over existing virtual servers that the manifests describe but ipvsctl did not create.")
+    ),
+]
+LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ipvsctl to finish.")]
+
+
+@app.callback()
+def main_options(
+    log_format: Annotated[str, typer.Option("--log-format", help="console or json")] = "console",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", envvar="IPVSCTL_STATE_DIR", help=("Where the ownership record and lock live.")),
+    ] = Path("/run/ipvsctl"),
+) -> None:
+    if log_format not in ("console", "json"):
+        raise typer.BadParameter("must be console or json", param_hint="--log-format")
+    CTX.log_format = log_format
+    CTX.state_dir = state_dir
+    logs.configure(log_format, log_level)
+
+
+def fail(code: int, message: str) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def report(problems: list[Problem]) -> None:
+    log = logs.get()
+    for p in problems:
+        if CTX.log_format == "json":
+            getattr(log, p.severity)(
+                "invalid input",
+                file=p.origin.file,
+                document=p.origin.document,
+                object=f"{p.origin.kind} {p.origin.namespace}/{p.origin.name}".strip(),
+                field=p.field,
+                message=p.message,
+            )
+        else:
+            typer.echo(f"{p.severity}: {p}", err=True)
+
+
+def parse_ips(values: list[str] | None) -> tuple[IPAddress, ...]:
+    out = []
+    for v in values or []:
+        try:
+            out.append(ipaddress.ip_address(v))
+        except ValueError:
+            raise typer.BadParameter(f"{v!r} is not an IP address", param_hint="--node-ip") from None
+    return tuple(out)
+
+
+def check_scheduler(name: str) -> str:
+    if name not in SCHEDULERS:
+        raise typer.BadParameter(
+            f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", param_hint="--scheduler"
+        )
+    return name
+
+
+@contextmanager
+def kernel_session(interface: str) -> Iterator[Kernel]:
+    """Open the kernel; turn 'no IPVS' and 'not allowed' into one line and exit 5."""
+    try:
+        kernel = KERNEL_FACTORY(interface)
+    except KernelUnavailable as err:
+        raise fail(EXIT_UNAVAILABLE, str(err)) from None
+    try:
+        yield kernel
+    except KernelUnavailable as err:
+        raise fail(EXIT_UNAVAILABLE, str(err)) from None
+    finally:
+        kernel.close()
+
+
+@contextmanager
+def locked(store: Store, timeout: float) -> Iterator[None]:
+    try:
+        with store.locked(timeout):
+            yield
+    except (LockBusy, StateError) as err:
+        raise fail(EXIT_STATE, str(err)) from None
+
+
+def desired_from(files: list[str], settings: Settings) -> Desired:
+    return translate(load(files), settings)
+
+
+def make_settings(
+    node_ip: list[str] | None,
+    node_name: str | None,
+    scheduler: str,
+    interface: str,
+    adopt: bool = False,
+    **extra: object,
+) -> Settings:
+    return Settings(
+        node_name=node_name or socket.gethostname().lower(),
+        node_ips=parse_ips(node_ip),
+        scheduler=check_scheduler(scheduler),
+        interface=interface,
+        state_dir=CTX.state_dir,
+        adopt=adopt,
+        **extra,
+    )  # type: ignore[arg-type]
+
+
+def with_node_ips(settings: Settings, kernel: Kernel) -> Settings:
+    if settings.node_ips:
+        return settings
+    from dataclasses import replace
+
+    return replace(settings, node_ips=tuple(kernel.node_addresses()))
+
+
+def outcome(desired: Desired, result: Result | None) -> int:
+    """Report problems and kernel failures; return the exit code."""
+    report(list(desired.problems))
+    code = EXIT_INVALID if any(p.severity == "error" for p in desired.problems) else EXIT_OK
+    if result is None:
+        return code
+    report(list(result.plan.conflicts))
+    for owner, err in result.failures():
+        who = f"{owner}: " if owner else ""
+        typer.echo(f"error: {who}{err.message}", err=True)
+    if result.plan.conflicts or result.errors:
+        code = EXIT_KERNEL
+    return code
+
+
+@app.command()
+def validate(
+    filename: Files,
+    node_ip: NodeIP = None,
+    node_name: NodeName = None,
+    scheduler: Scheduler = "rr",
+) -> None:
+    """Check manifests without touching the kernel. Prints every mistake: file, object, field, why.
+
+    Example: ipvsctl validate -f examples/
+    """
+    settings = make_settings(node_ip, node_name, scheduler, "ipvsctl0")
+    desired = desired_from(filename, settings)
+    code = outcome(desired, None)
+    if code == EXIT_OK:
+        typer.echo(
+            f"ok: {len({d.owner.service for d in desired.services.values()})} Services, "
+            f"{len(desired.services)} virtual servers"
+        )
+    raise typer.Exit(code)
+
+
+@app.command()
+def diff(
+    filename: Files,
+    node_ip: NodeIP = None,
+    node_name: NodeName = None,
+    scheduler: Scheduler = "rr",
+    interface: Interface = "ipvsctl0",
+    adopt: Adopt = False,
+) -> None:
+    """Show what `apply` would change. Exit 0: nothing; 1: changes pending; more: errors.
+
+    Example: sudo ipvsctl diff -f examples/
+    """
+    settings = make_settings(node_ip, node_name, scheduler, interface, adopt)
+    with kernel_session(interface) as kernel:
+        settings = with_node_ips(settings, kernel)
+        desired = desired_from(filename, settings)
+        try:
+            result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=True)
+        except StateError as err:
+            raise fail(EXIT_STATE, str(err)) from None
+    if result.plan.ops:
+        typer.echo(render_diff(result.plan.ops, result.owners))
+    code = outcome(desired, result)
+    raise typer.Exit(code if code != EXIT_OK else (EXIT_CHANGES if result.plan.ops else EXIT_OK))
+
+
+@app.command()
+def apply(
+    filename: Files,
+    node_ip: NodeIP = None,
+    node_name: NodeName = None,
+    scheduler: Scheduler = "rr",
+    interface: Interface = "ipvsctl0",
+    adopt: Adopt = False,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            help=("Seconds a leaving TCP real server may keep connections at weight 0 before it is deleted."),
+        ),
+    ] = 60.0,
+    sysctls: Annotated[
+        bool,
+        typer.Option(
+            "--sysctls/--no-sysctls",
+            help=(
+                "Set net.ipv4.vs.conntrack, expire_nodest_conn, expire_quiescent_template and "
+                "ip_forward as kube-proxy does."
+            ),
+        ),
+    ] = True,
+    lock_timeout: LockTimeout = 10.0,
+) -> None:
+    """Make the virtual servers ipvsctl owns equal to what the manifests describe.
+
+    Valid Services are applied even when others are rejected (exit 3 then). Real servers that
+    leave while they still hold TCP connections are drained at weight 0 and deleted by a later
+    run once idle (or after --drain-timeout).
+
+    Example: sudo ipvsctl apply -f examples/ --node-ip 192.0.2.10
+    """
+    settings = make_settings(
+        node_ip,
+        node_name,
+        scheduler,
+        interface,
+        adopt,
+        drain_timeout=drain_timeout,
+        set_sysctls=sysctls,
+        lock_timeout=lock_timeout,
+    )
+    store = Store(settings.state_dir)
+    with kernel_session(interface) as kernel, locked(store, lock_timeout):
+        settings = with_node_ips(settings, kernel)
+        desired = desired_from(filename, settings)
+        try:
+            result = sync(desired, kernel, store, settings)
+        except StateError as err:
+            raise fail(EXIT_STATE, str(err)) from None
+    failed = len(result.errors)
+    logs.get().info(
+        "applied",
+        operations=len(result.plan.ops) - failed,
+        failed=failed,
+        virtual_servers=len(result.plan.target.services),
+    )
+    raise typer.Exit(outcome(desired, result))
+
+
+@app.command("list")
+def list_(
+    output: Annotated[str, typer.Option("-o", "--output", help="table, wide, json or yaml")] = "table",
+    stats: Annotated[bool, typer.Option("--stats", help="Add packet, byte and connection counters.")] = False,
+    rate: Annotated[
+        bool, typer.Option("--rate", help=("Add per-second rates (the kernel refreshes them every 2 s)."))
+    ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-A", help=("Also show virtual servers ipvsctl did not create, marked <foreign>."))
+    ] = False,
+    interface: Interface = "ipvsctl0",
+) -> None:
+    """Show virtual servers with the Service each was made for.
+
+    Example: ipvsctl list -o wide --stats
+    """
+    if output not in ("table", "wide", "json", "yaml"):
+        raise typer.BadParameter("must be table, wide, json or yaml", param_hint="--output")
+    store = Store(CTX.state_dir)
+    with kernel_session(interface) as kernel:
+        dump = kernel.dump()
+    try:
+        owned = store.load()
+    except StateError as err:
+        raise fail(EXIT_STATE, str(err)) from None
+    items = rows(dump, owned.services, show_all)
+    if output == "json":
+        typer.echo(render_json(items))
+    elif output == "yaml":
+        typer.echo(render_yaml(items), nl=False)
+    else:
+        typer.echo(render_table(items, wide=output == "wide", stats=stats, rate=rate))
+
+
+@app.command()
+def cleanup(
+    interface: Interface = "ipvsctl0",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
+    lock_timeout: LockTimeout = 10.0,
+) -> None:
+    """Remove exactly what ipvsctl created: its virtual servers and the addresses it bound.
+
+    Virtual servers made by anyone else are never touched.
+
+    Example: sudo ipvsctl cleanup
+    """
+    store = Store(CTX.state_dir)
+    with kernel_session(interface) as kernel, locked(store, lock_timeout):
+        settings = Settings(interface=interface, state_dir=CTX.state_dir, set_sysctls=False)
+        try:
+            result = sync(Desired(), kernel, store, settings, dry_run=dry_run)
+        except StateError as err:
+            raise fail(EXIT_STATE, str(err)) from None
+    removed: list[Operation] = [op for op in result.plan.ops if isinstance(op, DeleteService | UnbindAddress)]
+    if dry_run or removed:
+        typer.echo(render_diff(removed, result.owners) or "nothing to remove")
+    raise typer.Exit(outcome(Desired(), result))
+
+
+@app.command()
+def version() -> None:
+    """Print ipvsctl's version."""
+    typer.echo(f"ipvsctl {__version__}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

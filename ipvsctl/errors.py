@@ -1,0 +1,54 @@
+"""The few error types a user sees. Each names where the problem is: file, object, field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an object came from: file, document index (0-based), kind, namespace/name."""
+
+    file: str
+    document: int = -1  # -1: the file as a whole
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        where = self.file if self.document < 0 else f"{self.file}: document {self.document}"
+        if self.kind:
+            obj = f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+            where += f": {self.kind} {obj}"
+        return where
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input or with applying it. ``field`` is a dotted path."""
+
+    origin: Origin
+    field: str
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        field = f": {self.field}" if self.field else ""
+        return f"{self.origin}{field}: {self.message}"
+
+
+class InputError(Exception):
+    """Raised while parsing one object; caught at the object boundary and turned into a Problem."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class LockBusy(Exception):
+    """Another ipvsctl process holds the state lock."""
+
+
+class StateError(Exception):
+    """The ownership record cannot be read or written."""

@@ -1,0 +1,195 @@
+"""What people read: the `list` table and its json/yaml forms, and the `diff` lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from ipvsctl.model.desired import Owner
+from ipvsctl.model.ipvs import (
+    Forward,
+    RealServerState,
+    ServiceFlag,
+    ServiceKey,
+    Stats,
+    VirtualServerState,
+)
+from ipvsctl.model.ops import Operation, describe
+
+FLAG_NAMES = {
+    ServiceFlag.PERSISTENT: "persistent",
+    ServiceFlag.ONEPACKET: "ops",
+    ServiceFlag.SCHED1: "flag-1",
+    ServiceFlag.SCHED2: "flag-2",
+    ServiceFlag.SCHED3: "flag-3",
+}
+SCHED_FLAG_NAMES = {"sh": {ServiceFlag.SCHED1: "sh-fallback", ServiceFlag.SCHED2: "sh-port"},
+                    "mh": {ServiceFlag.SCHED1: "mh-fallback", ServiceFlag.SCHED2: "mh-port"}}
+
+
+def flag_names(vs: VirtualServerState) -> list[str]:
+    names = []
+    sched = SCHED_FLAG_NAMES.get(vs.server.scheduler, {})
+    for bit, name in FLAG_NAMES.items():
+        if vs.server.flags & bit:
+            names.append(sched.get(bit, name))
+    return names
+
+
+def forward_name(forward: Forward) -> str:
+    return {Forward.MASQ: "masq", Forward.ROUTE: "route", Forward.TUNNEL: "tunnel",
+            Forward.LOCAL: "local", Forward.BYPASS: "bypass"}[forward]
+
+
+def rows(
+    dump: Sequence[VirtualServerState], owners: Mapping[ServiceKey, Owner], show_all: bool
+) -> list[tuple[VirtualServerState, Owner | None]]:
+    """Virtual servers to show, owned first in name order, foreign ones last (only with --all)."""
+    owned = [(vs, owners[vs.server.key]) for vs in dump if vs.server.key in owners]
+    owned.sort(key=lambda item: (item[1], item[0].server.key.sort_key()))
+    foreign: list[tuple[VirtualServerState, Owner | None]] = []
+    if show_all:
+        foreign = [(vs, None) for vs in dump if vs.server.key not in owners]
+        foreign.sort(key=lambda item: item[0].server.key.sort_key())
+    return [*owned, *foreign]
+
+
+def _stats(stats: Stats) -> dict[str, int]:
+    return asdict(stats)
+
+
+def real_json(rs: RealServerState) -> dict[str, Any]:
+    return {
+        "address": str(rs.server.key.address),
+        "port": rs.server.key.port,
+        "weight": rs.server.weight,
+        "forward": forward_name(rs.server.forward),
+        "upper_threshold": rs.server.upper_threshold,
+        "lower_threshold": rs.server.lower_threshold,
+        "active_conns": rs.active_conns,
+        "inactive_conns": rs.inactive_conns,
+        "persistent_conns": rs.persistent_conns,
+        "stats": _stats(rs.stats),
+    }
+
+
+def to_objects(items: list[tuple[VirtualServerState, Owner | None]]) -> list[dict[str, Any]]:
+    """The documented `list -o json` shape."""
+    out = []
+    for vs, owner in items:
+        key = vs.server.key
+        out.append({
+            "protocol": key.protocol.name if key.protocol else None,
+            "address": str(key.address),
+            "port": key.port,
+            "fwmark": key.fwmark,
+            "scheduler": vs.server.scheduler,
+            "flags": flag_names(vs),
+            "persistence_timeout": vs.server.timeout,
+            "owner": "ipvsctl" if owner else "foreign",
+            "service": {"namespace": owner.namespace, "name": owner.name, "port_name": owner.port_name}
+            if owner else None,
+            "real_servers": [real_json(rs) for rs in vs.real_servers],
+            "stats": _stats(vs.stats),
+        })
+    return out
+
+
+def render_json(items: list[tuple[VirtualServerState, Owner | None]]) -> str:
+    return json.dumps(to_objects(items), indent=2)
+
+
+def render_yaml(items: list[tuple[VirtualServerState, Owner | None]]) -> str:
+    return yaml.safe_dump(to_objects(items), sort_keys=False)
+
+
+def virtual_text(key: ServiceKey) -> str:
+    if key.fwmark:
+        return f"fwmark:{key.fwmark}"
+    host = f"[{key.address}]" if key.address.version == 6 else str(key.address)
+    return f"{host}:{key.port}"
+
+
+def human(n: int) -> str:
+    """Counters the way `kubectl top` would: 1234567 → 1.2M."""
+    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def table(headers: list[str], body: list[list[str]]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *body]]
+    return "\n".join(lines)
+
+
+def render_table(
+    items: list[tuple[VirtualServerState, Owner | None]], *, wide: bool = False, stats: bool = False,
+    rate: bool = False,
+) -> str:
+    """kubectl-like table, one row per virtual server (``wide``: one row per real server too)."""
+    if not items:
+        return "No virtual servers owned by ipvsctl."
+    headers = ["NAME", "PROTO", "VIRTUAL", "SCHEDULER", "REAL SERVERS", "ACTIVE", "INACTIVE"]
+    if wide:
+        headers += ["FLAGS", "PERSISTENCE"]
+    if stats:
+        headers += ["CONNS", "INPKTS", "OUTPKTS", "INBYTES", "OUTBYTES"]
+    if rate:
+        headers += ["CPS", "INPPS", "OUTPPS", "INBPS", "OUTBPS"]
+    body: list[list[str]] = []
+    for vs, owner in items:
+        key = vs.server.key
+        reals = vs.real_servers
+        if wide:
+            real_text = f"{len(reals)}"
+        else:
+            real_text = ",".join(f"{rs.server.key}*{rs.server.weight}" for rs in reals) or "<none>"
+        row = [
+            str(owner) if owner else "<foreign>",
+            key.protocol.name if key.protocol else "FWM",
+            virtual_text(key),
+            vs.server.scheduler,
+            real_text,
+            str(sum(r.active_conns for r in reals)),
+            str(sum(r.inactive_conns for r in reals)),
+        ]
+        if wide:
+            row += [",".join(flag_names(vs)) or "-", f"{vs.server.timeout}s" if vs.server.timeout else "-"]
+        row += _counter_cells(vs.stats, stats, rate)
+        body.append(row)
+        if wide:
+            for rs in reals:
+                sub = ["", "", f"  -> {rs.server.key}", forward_name(rs.server.forward), f"weight {rs.server.weight}",
+                       str(rs.active_conns), str(rs.inactive_conns), "", ""]
+                body.append(sub + _counter_cells(rs.stats, stats, rate))
+    return table(headers, body)
+
+
+def _counter_cells(s: Stats, stats: bool, rate: bool) -> list[str]:
+    cells: list[str] = []
+    if stats:
+        cells += [human(s.conns), human(s.inpkts), human(s.outpkts), human(s.inbytes), human(s.outbytes)]
+    if rate:
+        cells += [str(s.cps), str(s.inpps), str(s.outpps), human(s.inbps), human(s.outbps)]
+    return cells
+
+
+def render_diff(ops: Sequence[Operation], owners: Mapping[ServiceKey, Owner]) -> str:
+    """One line per operation: '+' adds, '~' edits, '-' deletes; the Service it is for at the end."""
+    from ipvsctl.apply import op_service
+
+    lines = []
+    for op in ops:
+        kind = type(op).__name__
+        sign = "+" if kind.startswith(("Add", "Bind")) else "-" if kind.startswith(("Delete", "Unbind")) else "~"
+        key = op_service(op)
+        owner = owners.get(key) if key else None
+        suffix = f"  ({owner})" if owner else ""
+        lines.append(f"{sign} {describe(op)}{suffix}")
+    return "\n".join(lines)

@@ -1,0 +1,310 @@
+"""Raw Kubernetes object dicts → validated frozen values. Pure; shared by every source.
+
+Each parse_* function either returns a value or raises InputError naming the field path.
+Per-endpoint mistakes are collected instead, so one bad address costs one endpoint, not a slice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ipvsctl.errors import InputError
+from ipvsctl.model.ipvs import IPAddress, Protocol
+from ipvsctl.model.k8s import Endpoint, EndpointPort, EndpointSlice, Service, ServicePort
+
+T = TypeVar("T")
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+DEFAULT_AFFINITY_TIMEOUT = 10800
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class Node:
+    """A value inside a raw object together with its field path, for error messages."""
+
+    __slots__ = ("path", "value")
+
+    def __init__(self, value: Any, path: str = "") -> None:
+        self.value = value
+        self.path = path
+
+    def child(self, key: str | int) -> Node:
+        if isinstance(key, int):
+            return Node(self.value[key], f"{self.path}[{key}]")
+        value = self.value.get(key) if isinstance(self.value, dict) else None
+        return Node(value, f"{self.path}.{key}" if self.path else key)
+
+    def at(self, dotted: str) -> Node:
+        node = self
+        for part in dotted.split("."):
+            if node.value is not None and not isinstance(node.value, dict):
+                raise InputError(node.path, f"must be a mapping, got {_kind(node.value)}")
+            node = node.child(part)
+        return node
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None
+
+    def fail(self, message: str) -> InputError:
+        return InputError(self.path or "<document>", message)
+
+    def mapping(self, default: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.value is None and default is not None:
+            return default
+        if not isinstance(self.value, dict):
+            raise self.fail(f"must be a mapping, got {_kind(self.value)}")
+        return self.value
+
+    def items(self) -> list[Node]:
+        """A list's elements as Nodes; a missing list is empty."""
+        if self.value is None:
+            return []
+        if not isinstance(self.value, list):
+            raise self.fail(f"must be a list, got {_kind(self.value)}")
+        return [self.child(i) for i in range(len(self.value))]
+
+    def string(self, default: str | None = None) -> str:
+        if self.value is None and default is not None:
+            return default
+        if not isinstance(self.value, str):
+            raise self.fail(f"must be a string, got {_kind(self.value)}")
+        return self.value
+
+    def integer(self, low: int, high: int, default: int | None = None) -> int:
+        if self.value is None and default is not None:
+            return default
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.fail(f"must be an integer, got {_kind(self.value)}")
+        if not low <= self.value <= high:
+            raise self.fail(f"must be between {low} and {high}, got {self.value}")
+        return self.value
+
+    def boolean(self, default: bool) -> bool:
+        if self.value is None:
+            return default
+        if not isinstance(self.value, bool):
+            raise self.fail(f"must be true or false, got {_kind(self.value)}")
+        return self.value
+
+    def choice(self, options: tuple[str, ...], default: str) -> str:
+        value = self.string(default)
+        if value not in options:
+            raise self.fail(f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def address(self, purpose: str = "service") -> IPAddress:
+        text = self.string()
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise self.fail(f"{text!r} is not an IPv4 or IPv6 address") from None
+        problem = unusable_address(addr, purpose)
+        if problem:
+            raise self.fail(f"{text} is {problem}")
+        return addr
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def unusable_address(addr: IPAddress, purpose: str) -> str | None:
+    """Why an address cannot be a virtual (or backend) address, or None if it can."""
+    if addr.is_unspecified:
+        return "the unspecified address"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if addr.version == 6 and addr.is_link_local and purpose == "service":
+        return "an IPv6 link-local address"
+    return None
+
+
+def metadata(doc: Node) -> tuple[str, str]:
+    """(namespace, name) of an object; name is required, namespace defaults to 'default'."""
+    meta = doc.child("metadata")
+    meta.mapping()
+    name = meta.child("name").string()
+    if not name:
+        raise meta.child("name").fail("must not be empty")
+    namespace = meta.child("namespace").string("default") or "default"
+    return namespace, name
+
+
+def protocol(node: Node) -> Protocol:
+    return Protocol[node.choice(("TCP", "UDP", "SCTP"), "TCP")]
+
+
+def each(nodes: list[Node], parse: Callable[[Node], T]) -> tuple[T, ...]:
+    return tuple(parse(n) for n in nodes)
+
+
+def parse_service(doc: Node) -> Service:
+    """A v1 Service. Raises InputError naming the first bad field."""
+    namespace, name = metadata(doc)
+    spec = doc.child("spec")
+    spec.mapping()
+    stype = spec.child("type").choice(SERVICE_TYPES, "ClusterIP")
+    annotations = doc.at("metadata.annotations").mapping({})
+    for key, value in annotations.items():
+        if not isinstance(value, str):
+            raise doc.at("metadata.annotations").child(str(key)).fail(f"must be a string, got {_kind(value)}")
+
+    cluster_ip = spec.child("clusterIP")
+    headless = cluster_ip.value == "None"
+    cluster_ips: tuple[IPAddress, ...] = ()
+    if stype != "ExternalName" and not headless:
+        ips_node = spec.child("clusterIPs")
+        if not ips_node.missing and ips_node.items():
+            cluster_ips = each(ips_node.items(), Node.address)
+            if len(cluster_ips) > 2 or len({a.version for a in cluster_ips}) != len(cluster_ips):
+                raise ips_node.fail("must hold at most one IPv4 and one IPv6 address")
+        elif not cluster_ip.missing and cluster_ip.value != "":
+            cluster_ips = (cluster_ip.address(),)
+
+    families: list[int] = []
+    for node in spec.child("ipFamilies").items():
+        families.append(4 if node.choice(("IPv4", "IPv6"), "IPv4") == "IPv4" else 6)
+
+    ports: list[ServicePort] = []
+    seen: set[tuple[str, Protocol, int]] = set()
+    names: set[str] = set()
+    port_nodes = spec.child("ports").items()
+    for pnode in port_nodes:
+        pnode.mapping()
+        pname = pnode.child("name").string("")
+        if pname and not _PORT_NAME.match(pname):
+            raise pnode.child("name").fail(f"{pname!r} is not a valid port name (lower-case letters, digits, '-')")
+        if len(port_nodes) > 1 and not pname:
+            raise pnode.child("name").fail("is required when a Service has more than one port")
+        if pname in names:
+            raise pnode.child("name").fail(f"duplicate port name {pname!r}")
+        names.add(pname)
+        proto = protocol(pnode.child("protocol"))
+        number = pnode.child("port").integer(1, 65535)
+        if (pname, proto, number) in seen or any(p == proto and n == number for _, p, n in seen):
+            raise pnode.child("port").fail(f"duplicate port {number}/{proto.name}")
+        seen.add((pname, proto, number))
+        tnode = pnode.child("targetPort")
+        target: int | str | None
+        if tnode.missing:
+            target = None
+        elif isinstance(tnode.value, str):
+            target = tnode.value
+            if not target:
+                raise tnode.fail("must not be empty")
+        else:
+            target = tnode.integer(1, 65535)
+        node_port = None
+        if stype in ("NodePort", "LoadBalancer"):
+            npnode = pnode.child("nodePort")
+            node_port = None if npnode.missing else npnode.integer(1, 65535)
+        ports.append(ServicePort(pname, proto, number, target, node_port))
+
+    affinity = spec.child("sessionAffinity").choice(("None", "ClientIP"), "None")
+    affinity_timeout = None
+    if affinity == "ClientIP":
+        affinity_timeout = spec.at("sessionAffinityConfig.clientIP.timeoutSeconds").integer(
+            1, 86400, DEFAULT_AFFINITY_TIMEOUT
+        )
+
+    lb_ips: list[IPAddress] = []
+    if stype == "LoadBalancer":
+        for ing in doc.at("status.loadBalancer.ingress").items():
+            ing.mapping()
+            if not ing.child("ip").missing:
+                lb_ips.append(ing.child("ip").address())
+
+    return Service(
+        namespace=namespace,
+        name=name,
+        type=stype,
+        cluster_ips=cluster_ips,
+        headless=headless,
+        ip_families=tuple(families),
+        ports=tuple(ports),
+        external_ips=each(spec.child("externalIPs").items(), Node.address) if stype != "ExternalName" else (),
+        load_balancer_ips=tuple(lb_ips),
+        session_affinity_timeout=affinity_timeout,
+        external_traffic_local=spec.child("externalTrafficPolicy").choice(("Cluster", "Local"), "Cluster") == "Local",
+        internal_traffic_local=spec.child("internalTrafficPolicy").choice(("Cluster", "Local"), "Cluster") == "Local",
+        annotations=tuple(sorted((str(k), v) for k, v in annotations.items())),
+    )
+
+
+def _endpoint_port(node: Node) -> EndpointPort:
+    node.mapping()
+    name = node.child("name").string("")
+    return EndpointPort(name, node.child("port").integer(1, 65535), protocol(node.child("protocol")))
+
+
+def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice | None:
+    """A discovery.k8s.io/v1 EndpointSlice. Bad endpoints are dropped into ``problems``.
+
+    Returns None for slices ipvsctl cannot use (FQDN address type)."""
+    namespace, name = metadata(doc)
+    labels = doc.at("metadata.labels").mapping({})
+    service = labels.get(SERVICE_NAME_LABEL)
+    if not isinstance(service, str) or not service:
+        raise doc.at("metadata.labels").child(SERVICE_NAME_LABEL).fail(
+            "is required: it names the Service this slice belongs to"
+        )
+    address_type = doc.child("addressType").choice(("IPv4", "IPv6", "FQDN"), "")
+    if address_type == "FQDN":
+        return None
+    version = 4 if address_type == "IPv4" else 6
+    ports = each(doc.child("ports").items(), _endpoint_port)
+    endpoints: list[Endpoint] = []
+    for enode in doc.child("endpoints").items():
+        try:
+            enode.mapping()
+            addrs = each(enode.child("addresses").items(), lambda n: n.address("endpoint"))
+            if not addrs:
+                raise enode.child("addresses").fail("must hold at least one address")
+            for i, addr in enumerate(addrs):
+                if addr.version != version:
+                    raise enode.child("addresses").child(i).fail(f"is not an {address_type} address")
+            cond = enode.child("conditions")
+            cond.mapping({})
+            ready = cond.child("ready").boolean(True)
+            serving = cond.child("serving").boolean(ready)
+            terminating = cond.child("terminating").boolean(False)
+            node_name = enode.child("nodeName").string("") or None
+        except InputError as err:
+            problems.append(err)
+            continue
+        endpoints.append(Endpoint(addrs, ready, serving, terminating, node_name))
+    return EndpointSlice(namespace, name, service, ports, tuple(endpoints))
+
+
+def parse_endpoints(doc: Node, problems: list[InputError]) -> list[EndpointSlice]:
+    """A v1 Endpoints object: each subset becomes one slice-shaped value."""
+    namespace, name = metadata(doc)
+    slices: list[EndpointSlice] = []
+    for i, subset in enumerate(doc.child("subsets").items()):
+        subset.mapping()
+        ports = each(subset.child("ports").items(), _endpoint_port)
+        endpoints: list[Endpoint] = []
+        for field_name, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for anode in subset.child(field_name).items():
+                try:
+                    anode.mapping()
+                    addr = anode.child("ip").address("endpoint")
+                    node_name = anode.child("nodeName").string("") or None
+                except InputError as err:
+                    problems.append(err)
+                    continue
+                endpoints.append(Endpoint((addr,), ready, ready, False, node_name))
+        slices.append(EndpointSlice(namespace, f"{name}[subset {i}]", name, ports, tuple(endpoints), True))
+    return slices

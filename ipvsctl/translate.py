@@ -1,0 +1,136 @@
+"""Pure: a Snapshot of Services and endpoints + Settings → the desired IPVS state.
+
+Follows kube-proxy's IPVS rules (see docs/concepts.md): one virtual server per Service port
+and protocol on each ClusterIP, node address (NodePort), load-balancer ingress IP and
+external IP; ExternalName and headless Services get none.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from ipvsctl import endpoints
+from ipvsctl.errors import InputError, Problem
+from ipvsctl.model.desired import Desired, DesiredService, Owner
+from ipvsctl.model.ipvs import (
+    SCHEDULER_FLAGS,
+    SCHEDULERS,
+    IPAddress,
+    ServiceFlag,
+    ServiceKey,
+    VirtualServer,
+)
+from ipvsctl.model.k8s import EndpointSlice, Service, Snapshot
+from ipvsctl.settings import Settings
+
+SCHEDULER_ANNOTATION = "ipvsctl.io/scheduler"
+SCHEDULER_FLAGS_ANNOTATION = "ipvsctl.io/scheduler-flags"
+
+
+def scheduler_of(svc: Service, default: str) -> tuple[str, int]:
+    """(scheduler, scheduler flag bits) for a Service; InputError names the annotation at fault."""
+    field = f"metadata.annotations.{SCHEDULER_ANNOTATION}"
+    name = svc.annotation(SCHEDULER_ANNOTATION)
+    scheduler = default if name is None else name.strip()
+    if scheduler not in SCHEDULERS:
+        where = field if name is not None else "--scheduler"
+        raise InputError(where, f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    flags = 0
+    raw = svc.annotation(SCHEDULER_FLAGS_ANNOTATION)
+    if raw:
+        for flag in (f.strip() for f in raw.split(",") if f.strip()):
+            bit = SCHEDULER_FLAGS.get(flag)
+            if bit is None:
+                raise InputError(
+                    f"metadata.annotations.{SCHEDULER_FLAGS_ANNOTATION}",
+                    f"unknown scheduler flag {flag!r}; known: {', '.join(SCHEDULER_FLAGS)}",
+                )
+            if not flag.startswith(scheduler + "-"):
+                raise InputError(
+                    f"metadata.annotations.{SCHEDULER_FLAGS_ANNOTATION}",
+                    f"flag {flag!r} does not apply to scheduler {scheduler!r}",
+                )
+            flags |= bit
+    return scheduler, flags
+
+
+def families(svc: Service) -> tuple[int, ...]:
+    if svc.cluster_ips:
+        return tuple(a.version for a in svc.cluster_ips)
+    return svc.ip_families or (4,)
+
+
+def service_slices(snapshot: Snapshot) -> dict[tuple[str, str], list[EndpointSlice]]:
+    """Slices per Service; EndpointSlices win over v1 Endpoints when a Service has both."""
+    by_service: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
+    for es in snapshot.slices:
+        by_service[(es.namespace, es.service_name)].append(es)
+    for key, found in by_service.items():
+        if any(not es.from_endpoints for es in found):
+            by_service[key] = [es for es in found if not es.from_endpoints]
+    return by_service
+
+
+def service_entries(
+    svc: Service, slices: Iterable[EndpointSlice], settings: Settings
+) -> list[DesiredService]:
+    """Every virtual server one Service asks for. Raises InputError for what blocks the Service."""
+    if svc.type == "ExternalName" or svc.headless:
+        return []
+    scheduler, flags = scheduler_of(svc, settings.scheduler)
+    timeout = 0
+    if svc.session_affinity_timeout is not None:
+        flags |= ServiceFlag.PERSISTENT
+        timeout = svc.session_affinity_timeout
+    needs_node = svc.external_traffic_local or svc.internal_traffic_local
+    if needs_node and not settings.node_name:
+        raise InputError("spec.externalTrafficPolicy" if svc.external_traffic_local else "spec.internalTrafficPolicy",
+                         "Local traffic policy needs the node's name: pass --node-name")
+    internal_node = settings.node_name if svc.internal_traffic_local else None
+    external_node = settings.node_name if svc.external_traffic_local else None
+    slices = list(slices)
+    fams = families(svc)
+    out: list[DesiredService] = []
+    for port in svc.ports:
+        owner = Owner(svc.namespace, svc.name, port.name)
+        cands = endpoints.candidates(slices, port)
+        # (address, port, node whose endpoints only count or None, bind on the dummy interface)
+        targets: list[tuple[IPAddress, int, str | None, bool]] = [
+            (ip, port.port, internal_node, True) for ip in svc.cluster_ips
+        ]
+        if port.node_port and svc.type in ("NodePort", "LoadBalancer"):
+            targets += [(ip, port.node_port, external_node, False) for ip in settings.node_ips if ip.version in fams]
+        targets += [(ip, port.port, external_node, True) for ip in (*svc.load_balancer_ips, *svc.external_ips)]
+        for address, number, local, bind in targets:
+            vs = VirtualServer(ServiceKey(port.protocol, address, number), scheduler, flags, timeout)
+            reals = endpoints.select(cands, address.version, local)
+            out.append(DesiredService(vs, reals, owner, bind, svc.origin))
+    return out
+
+
+def translate(snapshot: Snapshot, settings: Settings) -> Desired:
+    """The desired state for every valid Service; problems for the rest (whose VSs are held)."""
+    problems = list(snapshot.problems)
+    held = {(p.origin.namespace, p.origin.name) for p in problems if p.origin.kind == "Service"}
+    incomplete = any(not p.origin.kind for p in problems)
+    by_service = service_slices(snapshot)
+    wanted: dict[ServiceKey, DesiredService] = {}
+    for svc in sorted(snapshot.services, key=lambda s: (s.namespace, s.name)):
+        try:
+            entries = service_entries(svc, by_service.get((svc.namespace, svc.name), []), settings)
+        except InputError as err:
+            problems.append(Problem(svc.origin, err.field, err.message))
+            held.add((svc.namespace, svc.name))
+            continue
+        keys = [e.server.key for e in entries]
+        clash = next((e for e in entries if e.server.key in wanted), None)
+        if clash is not None or len(set(keys)) != len(keys):
+            taken = clash.server.key if clash else next(k for k in keys if keys.count(k) > 1)
+            by = wanted[taken].owner if clash else f"{svc.namespace}/{svc.name} itself"
+            problems.append(Problem(svc.origin, "spec", f"virtual server {taken} is already used by {by}"))
+            held.add((svc.namespace, svc.name))
+            continue
+        for e in entries:
+            wanted[e.server.key] = e
+    return Desired(wanted, tuple(problems), frozenset(held), incomplete)
