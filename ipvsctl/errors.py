@@ -10,13 +10,13 @@ class Origin:
     """Where an object came from: file, document index (0-based), kind, namespace/name."""
 
     file: str
-    document: int = -1  # -1: the file as a whole
+    document: int = -1  # 0-based index in the file (shown 1-based); -1: the file as a whole
     kind: str = ""
     namespace: str = ""
     name: str = ""
 
     def __str__(self) -> str:
-        where = self.file if self.document < 0 else f"{self.file}: document {self.document}"
+        where = self.file if self.document < 0 else f"{self.file}: document {self.document + 1}"
         if self.kind:
             obj = f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
             where += f": {self.kind} {obj}"
