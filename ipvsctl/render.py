@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import yaml
@@ -48,7 +48,11 @@ def forward_name(forward: Forward) -> str:
 def rows(
     dump: Sequence[VirtualServerState], owners: Mapping[ServiceKey, Owner], show_all: bool
 ) -> list[tuple[VirtualServerState, Owner | None]]:
-    """Virtual servers to show, owned first in name order, foreign ones last (only with --all)."""
+    """Virtual servers to show, owned first in name order, foreign ones last (only with --all).
+
+    Real servers are sorted by address: the kernel lists them newest first, which reads badly."""
+    dump = [replace(vs, real_servers=tuple(sorted(vs.real_servers, key=lambda r: r.server.key.sort_key())))
+            for vs in dump]
     owned = [(vs, owners[vs.server.key]) for vs in dump if vs.server.key in owners]
     owned.sort(key=lambda item: (item[1], item[0].server.key.sort_key()))
     foreign: list[tuple[VirtualServerState, Owner | None]] = []

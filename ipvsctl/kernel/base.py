@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState
-from ipvsctl.model.ops import Operation, describe
+from ipvsctl.model.ops import (
+    AddReal,
+    AddService,
+    DeleteReal,
+    DeleteService,
+    EditReal,
+    EditService,
+    Operation,
+    describe,
+)
 
 
 class KernelUnavailable(Exception):
@@ -34,8 +43,6 @@ class KernelError:
 
 def explain(op: Operation, code: int) -> str:
     """Map a kernel errno to a sentence that names the likely cause."""
-    from ipvsctl.model.ops import AddReal, AddService, DeleteReal, DeleteService, EditReal, EditService
-
     name = errno.errorcode.get(code, str(code))
     if code == errno.EEXIST:
         what = "real server" if isinstance(op, AddReal) else "virtual server"
@@ -43,7 +50,10 @@ def explain(op: Operation, code: int) -> str:
     if code == errno.ENOENT:
         if isinstance(op, AddService | EditService):
             sched = op.server.scheduler
-            return f"scheduler {sched!r} (or persistence engine) is not available in this kernel: modprobe ip_vs_{sched} (ENOENT)"
+            return (
+                f"scheduler {sched!r} (or persistence engine) is not available in this kernel: "
+                f"modprobe ip_vs_{sched} (ENOENT)"
+            )
         if isinstance(op, EditReal | DeleteReal):
             return "real server does not exist (ENOENT)"
         return "not found (ENOENT)"

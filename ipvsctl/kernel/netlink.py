@@ -1,0 +1,410 @@
+"""The real kernel: IPVS over generic netlink, addresses over rtnetlink.
+
+IPVS requests go through one plain ``AF_NETLINK``/``NETLINK_GENERIC`` socket
+with messages built by ``codec``: consecutive IPVS operations are sent about
+256 to a ``sendmsg``, each with NLM_F_ACK and its own sequence number, and the
+acks are matched back by sequence number (the kernel answers every request of
+a batch, failures included, and carries on). Addresses on the dummy interface
+go through pyroute2's ``IPRoute``: few, and not on a hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ipvsctl.kernel import codec
+from ipvsctl.kernel.base import KernelError, KernelUnavailable
+from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState, address_sort_key
+from ipvsctl.model.ops import (
+    AddService,
+    BindAddress,
+    EditService,
+    Operation,
+    UnbindAddress,
+)
+
+log = logging.getLogger(__name__)
+
+NETLINK_GENERIC = 16
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # error acks carry only the request's header, not the whole request
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+
+NO_IPVS = "this kernel has no IPVS: load it with `modprobe ip_vs` (CONFIG_IP_VS)"
+NO_PERMISSION = "IPVS refused us (EPERM): ipvsctl needs CAP_NET_ADMIN (run it as root)"
+
+BATCH = 256
+_BUFFER = 8 << 20
+_RECV_CHUNK = 1 << 20
+_IFA_F_NODAD = 0x02
+_IFF_LOOPBACK = 0x8
+_LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+
+
+class NetlinkKernel:
+    """``Kernel`` over netlink. Connects lazily: constructing it never touches the kernel.
+
+    ``modprobe`` is the command (argv prefix) used to load ip_vs and scheduler
+    modules when the kernel has not loaded them itself; failures are ignored
+    and the kernel's own error then explains.
+    """
+
+    def __init__(
+        self,
+        *,
+        interface: str = "ipvsctl0",
+        modprobe: Sequence[str] = ("modprobe",),
+        sysctl_root: str | os.PathLike[str] = "/proc/sys",
+        timeout: float = 120.0,
+    ) -> None:
+        self.interface = interface
+        self._modprobe = tuple(modprobe)
+        self._sysctl_root = Path(sysctl_root)
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._family = 0
+        self._seq = 0
+        self._buf = bytearray(_RECV_CHUNK)
+        self._view = memoryview(self._buf)
+        self._tried_modules: set[str] = set()
+        self._iproute = None  # pyroute2.IPRoute, created on first address operation
+        self._ifindex: int | None = None
+
+    # --- connection ---
+
+    def _connect(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        except OSError as exc:
+            raise KernelUnavailable(f"cannot open a generic netlink socket: {exc}") from exc
+        try:
+            sock.bind((0, 0))
+            _grow_buffers(sock)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            sock.settimeout(self._timeout)
+            self._sock = sock
+            family = self._lookup_family()
+            if family is None:
+                self._load_module("ip_vs")
+                family = self._lookup_family()
+            if family is None:
+                raise KernelUnavailable(NO_IPVS)
+            self._family = family
+        except BaseException:
+            self._sock = None
+            sock.close()
+            raise
+        return sock
+
+    def _lookup_family(self) -> int | None:
+        """The IPVS family id, or None when the kernel has no such family (even after its autoload)."""
+        seq = self._next_seq()
+        self._send(codec.encode_get_family(seq))
+        for mtype, _flags, mseq, off, length in self._receive():
+            if mseq != seq:
+                continue
+            if mtype == codec.NLMSG_ERROR:
+                code = codec.decode_error(self._view, off)
+                if code in (errno.ENOENT, 0):
+                    return None
+                raise KernelUnavailable(f"looking up the IPVS netlink family failed: {os.strerror(code)}")
+            if mtype == codec.GENL_ID_CTRL:
+                return codec.decode_family_id(self._view, off, length)
+        return None
+
+    def _load_module(self, name: str) -> None:
+        """Try ``modprobe name`` once; ignore every failure (the kernel's error will explain)."""
+        if name in self._tried_modules:
+            return
+        self._tried_modules.add(name)
+        if Path("/sys/module", name).exists():
+            return
+        try:
+            subprocess.run([*self._modprobe, name], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("modprobe %s failed: %s", name, exc)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    def _send(self, data: bytes | bytearray) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send(data)
+        except PermissionError as exc:
+            raise KernelUnavailable(NO_PERMISSION) from exc
+
+    def _receive(self):
+        """Yield (type, flags, seq, offset, length) per message of the next datagram.
+
+        The offsets point into ``self._view``, valid until the next receive.
+        """
+        assert self._sock is not None
+        try:
+            n = self._sock.recv_into(self._buf)
+        except TimeoutError as exc:
+            raise KernelUnavailable("the kernel did not answer an IPVS netlink request in time") from exc
+        except PermissionError as exc:
+            raise KernelUnavailable(NO_PERMISSION) from exc
+        except OSError as exc:  # ENOBUFS: replies were dropped, what the kernel did is unknown
+            self.close()
+            raise KernelUnavailable(f"IPVS netlink socket failed: {exc}") from exc
+        yield from codec.iter_messages(self._view, n)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._iproute is not None:
+            self._iproute.close()
+            self._iproute = None
+
+    def __enter__(self) -> NetlinkKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ---
+
+    def _dump(self, request: bytes, seq: int, decode):
+        """Run one dump request and collect decode(view, off, length) of every reply message."""
+        self._send(request)
+        out = []
+        view = self._view
+        while True:
+            for mtype, _flags, mseq, off, length in self._receive():
+                if mseq != seq:
+                    continue
+                if mtype == codec.NLMSG_DONE:
+                    code = codec.decode_error(view, off) if length >= 20 else 0
+                    self._raise_for(code)
+                    return out
+                if mtype == codec.NLMSG_ERROR:
+                    code = codec.decode_error(view, off)
+                    self._raise_for(code)
+                    if code:
+                        return out
+                    continue
+                if mtype == self._family:
+                    try:
+                        out.append(decode(view, off, length))
+                    except codec.DecodeError as exc:
+                        log.warning("skipping an IPVS entry ipvsctl cannot represent: %s", exc)
+
+    @staticmethod
+    def _raise_for(code: int) -> None:
+        if code == errno.EPERM:
+            raise KernelUnavailable(NO_PERMISSION)
+        if code:
+            raise KernelUnavailable(f"IPVS dump failed: {os.strerror(code)}")
+
+    def _dests(self, service) -> tuple:
+        seq = self._next_seq()
+        af = codec.service_family(service)
+        return tuple(
+            self._dump(
+                codec.encode_dump_dests(self._family, seq, service.key),
+                seq,
+                lambda view, off, length: codec.decode_dest(view, off, length, af),
+            )
+        )
+
+    def dump(self) -> list[VirtualServerState]:
+        self._connect()
+        seq = self._next_seq()
+        services = self._dump(codec.encode_dump_services(self._family, seq), seq, codec.decode_service)
+        # One destination dump per service: a netlink socket runs one dump at a time.
+        return [VirtualServerState(server, self._dests(server), stats) for server, stats in services]
+
+    def get(self, key: ServiceKey) -> VirtualServerState | None:
+        self._connect()
+        seq = self._next_seq()
+        self._send(codec.encode_get_service(self._family, seq, key))
+        found = None
+        while found is None:
+            for mtype, _flags, mseq, off, length in self._receive():
+                if mseq != seq:
+                    continue
+                if mtype == codec.NLMSG_ERROR:
+                    code = codec.decode_error(self._view, off)
+                    if code == errno.EPERM:
+                        raise KernelUnavailable(NO_PERMISSION)
+                    if code in (errno.ESRCH, errno.ENOENT):
+                        return None
+                    raise KernelUnavailable(f"IPVS GET_SERVICE failed: {os.strerror(code)}")
+                if mtype == self._family:
+                    found = codec.decode_service(self._view, off, length)
+                    break
+        server, stats = found
+        return VirtualServerState(server, self._dests(server), stats)
+
+    # --- writing ---
+
+    def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:
+        results: list[KernelError | None] = [None] * len(ops)
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if isinstance(op, BindAddress | UnbindAddress):
+                results[i] = self._address_op(op)
+                i += 1
+                continue
+            j = i
+            while j < len(ops) and j - i < BATCH and not isinstance(ops[j], BindAddress | UnbindAddress):
+                j += 1
+            self._run_batch(ops, i, j, results)
+            i = j
+        return results
+
+    def _run_batch(self, ops: Sequence[Operation], start: int, stop: int, results: list[KernelError | None]) -> None:
+        self._connect()
+        for op in ops[start:stop]:
+            if isinstance(op, AddService | EditService):
+                self._load_module(f"ip_vs_{op.server.scheduler}")
+        pending: dict[int, int] = {}
+        out = bytearray()
+        for index in range(start, stop):
+            seq = self._next_seq()
+            pending[seq] = index
+            out += codec.encode_operation(self._family, seq, ops[index])  # type: ignore[arg-type]
+        self._send(out)
+        view = self._view
+        while pending:
+            for mtype, _flags, mseq, off, _length in self._receive():
+                if mtype != codec.NLMSG_ERROR or mseq not in pending:
+                    continue
+                index = pending.pop(mseq)
+                code = codec.decode_error(view, off)
+                if code == errno.EPERM:
+                    raise KernelUnavailable(NO_PERMISSION)
+                if code:
+                    results[index] = KernelError(ops[index], code)
+
+    # --- addresses (rtnetlink through pyroute2) ---
+
+    def _ipr(self):
+        if self._iproute is None:
+            from pyroute2 import IPRoute
+
+            self._iproute = IPRoute()
+        return self._iproute
+
+    def _dummy_index(self, create: bool) -> int | None:
+        if self._ifindex is not None:
+            return self._ifindex
+        ipr = self._ipr()
+        found = ipr.link_lookup(ifname=self.interface)
+        if not found and create:
+            from pyroute2 import NetlinkError
+
+            try:
+                ipr.link("add", ifname=self.interface, kind="dummy")
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            found = ipr.link_lookup(ifname=self.interface)
+        if not found:
+            return None
+        if create:
+            ipr.link("set", index=found[0], state="up")
+        self._ifindex = found[0]
+        return self._ifindex
+
+    def _address_op(self, op: BindAddress | UnbindAddress) -> KernelError | None:
+        from pyroute2 import NetlinkError
+
+        address = op.address
+        v4 = address.version == 4
+        try:
+            index = self._dummy_index(create=isinstance(op, BindAddress))
+            if index is None:
+                return KernelError(op, errno.EADDRNOTAVAIL)
+            kwargs = {
+                "index": index,
+                "address": str(address),
+                "prefixlen": 32 if v4 else 128,
+                "family": socket.AF_INET if v4 else socket.AF_INET6,
+            }
+            if isinstance(op, BindAddress):
+                if not v4:
+                    kwargs["flags"] = _IFA_F_NODAD
+                self._ipr().addr("add", **kwargs)
+            else:
+                self._ipr().addr("del", **kwargs)
+        except NetlinkError as exc:
+            if exc.code == errno.EPERM:
+                raise KernelUnavailable(NO_PERMISSION) from exc
+            if exc.code == errno.ENODEV:
+                self._ifindex = None
+            return KernelError(op, exc.code)
+        return None
+
+    def bound_addresses(self) -> set[IPAddress]:
+        index = self._dummy_index(create=False)
+        if index is None:
+            return set()
+        return {addr for idx, addr in self._addresses() if idx == index}
+
+    def node_addresses(self) -> list[IPAddress]:
+        ipr = self._ipr()
+        loopbacks = {link["index"] for link in ipr.get_links() if link["flags"] & _IFF_LOOPBACK}
+        dummy = self._dummy_index(create=False)
+        found: dict[IPAddress, None] = {}
+        for idx, addr in self._addresses():
+            if idx in loopbacks or idx == dummy or addr.is_loopback:
+                continue
+            if addr.version == 6 and addr in _LINK_LOCAL:
+                continue
+            found[addr] = None
+        return sorted(found, key=address_sort_key)
+
+    def _addresses(self) -> list[tuple[int, IPAddress]]:
+        out = []
+        for msg in self._ipr().get_addr():
+            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if text:
+                out.append((msg["index"], ipaddress.ip_address(text.split("%", 1)[0])))
+        return out
+
+    # --- sysctls ---
+
+    def set_sysctls(self, values: Mapping[str, str]) -> dict[str, str]:
+        changed: dict[str, str] = {}
+        for name, value in values.items():
+            path = self._sysctl_root.joinpath(*name.split("."))
+            try:
+                current = path.read_text().strip()
+                if current == str(value):
+                    continue
+                path.write_text(f"{value}\n")
+            except OSError:
+                continue  # missing (module not loaded) or read-only: not ours to fix
+            changed[name] = str(value)
+        return changed
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    """Big socket buffers: a dump of 100k destinations, or 256 acks, must not overflow them.
+
+    SO_*BUFFORCE passes rmem_max/wmem_max (needs CAP_NET_ADMIN, which we need anyway).
+    """
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, _BUFFER)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
