@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -185,8 +186,18 @@ def locked(store: Store, timeout: float) -> Iterator[None]:
         raise fail(EXIT_STATE, str(err)) from None
 
 
-def desired_from(files: list[str], settings: Settings) -> Desired:
-    return translate(load(files), settings)
+def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
+    """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
+    if files is None:
+        desired = Desired()
+    else:
+        if not settings.node_ips:
+            settings = replace(settings, node_ips=tuple(kernel.node_addresses()))
+        desired = translate(load(files), settings)
+    try:
+        return desired, sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run)
+    except StateError as err:
+        raise fail(EXIT_STATE, str(err)) from None
 
 
 def make_settings(
@@ -206,14 +217,6 @@ def make_settings(
         adopt=adopt,
         **extra,
     )  # type: ignore[arg-type]
-
-
-def with_node_ips(settings: Settings, kernel: Kernel) -> Settings:
-    if settings.node_ips:
-        return settings
-    from dataclasses import replace
-
-    return replace(settings, node_ips=tuple(kernel.node_addresses()))
 
 
 def outcome(desired: Desired, result: Result | None) -> int:
@@ -243,7 +246,7 @@ def validate(
     Example: ipvsctl validate -f examples/
     """
     settings = make_settings(node_ip, node_name, scheduler, "ipvsctl0")
-    desired = desired_from(filename, settings)
+    desired = translate(load(filename), settings)
     code = outcome(desired, None)
     if code == EXIT_OK:
         typer.echo(
@@ -268,12 +271,7 @@ def diff(
     """
     settings = make_settings(node_ip, node_name, scheduler, interface, adopt)
     with kernel_session(interface) as kernel:
-        settings = with_node_ips(settings, kernel)
-        desired = desired_from(filename, settings)
-        try:
-            result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=True)
-        except StateError as err:
-            raise fail(EXIT_STATE, str(err)) from None
+        desired, result = reconcile(filename, settings, kernel, dry_run=True)
     if result.plan.ops:
         typer.echo(render_diff(result.plan.ops, result.owners))
     code = outcome(desired, result)
@@ -325,14 +323,8 @@ def apply(
         set_sysctls=sysctls,
         lock_timeout=lock_timeout,
     )
-    store = Store(settings.state_dir)
-    with kernel_session(interface) as kernel, locked(store, lock_timeout):
-        settings = with_node_ips(settings, kernel)
-        desired = desired_from(filename, settings)
-        try:
-            result = sync(desired, kernel, store, settings)
-        except StateError as err:
-            raise fail(EXIT_STATE, str(err)) from None
+    with kernel_session(interface) as kernel, locked(Store(settings.state_dir), lock_timeout):
+        desired, result = reconcile(filename, settings, kernel, dry_run=False)
     failed = len(result.errors)
     logs.get().info(
         "applied",
@@ -389,13 +381,9 @@ def cleanup(
 
     Example: sudo ipvsctl cleanup
     """
-    store = Store(CTX.state_dir)
-    with kernel_session(interface) as kernel, locked(store, lock_timeout):
-        settings = Settings(interface=interface, state_dir=CTX.state_dir, set_sysctls=False)
-        try:
-            result = sync(Desired(), kernel, store, settings, dry_run=dry_run)
-        except StateError as err:
-            raise fail(EXIT_STATE, str(err)) from None
+    settings = Settings(interface=interface, state_dir=CTX.state_dir, set_sysctls=False)
+    with kernel_session(interface) as kernel, locked(Store(CTX.state_dir), lock_timeout):
+        _, result = reconcile(None, settings, kernel, dry_run=dry_run)
     removed: list[Operation] = [op for op in result.plan.ops if isinstance(op, DeleteService | UnbindAddress)]
     if dry_run or removed:
         typer.echo(render_diff(removed, result.owners) or "nothing to remove")
