@@ -1,6 +1,8 @@
 """The `ipvsctl` command: parse arguments, call the pipeline, render, exit. Nothing else.
 
 Exit codes (every verb):
+
+\b
   0  done; for `diff`: nothing would change
   1  `diff` only: changes are pending
   2  usage error (bad flag or argument)
@@ -68,13 +70,17 @@ CTX = Ctx()
 Files = Annotated[
     list[str],
     typer.Option(
-        "-f", "--filename", help=("Manifest file, directory (recursive *.yaml/*.yml) or - for stdin. Repeatable.")
+        "-f",
+        "--filename",
+        metavar="PATH",
+        help=("Manifest file, directory (recursive *.yaml/*.yml) or - for stdin. Repeatable."),
     ),
 ]
 NodeIP = Annotated[
     list[str] | None,
     typer.Option(
         "--node-ip",
+        metavar="IP",
         help=(
             "Node address for NodePort virtual servers. Repeatable. Default: this host's "
             "addresses minus loopback, IPv6 link-local and the dummy interface's."
@@ -85,6 +91,7 @@ NodeName = Annotated[
     str | None,
     typer.Option(
         "--node-name",
+        metavar="NAME",
         envvar="NODE_NAME",
         help=("This node's name, for externalTrafficPolicy/internalTrafficPolicy: Local."),
     ),
@@ -93,10 +100,13 @@ Scheduler = Annotated[
     str,
     typer.Option(
         "--scheduler",
+        metavar="NAME",
         help=f"Default scheduler for Services without the ipvsctl.io/scheduler annotation ({', '.join(SCHEDULERS)}).",
     ),
 ]
-Interface = Annotated[str, typer.Option("--interface", help="Dummy interface that holds virtual addresses.")]
+Interface = Annotated[
+    str, typer.Option("--interface", metavar="NAME", help="Dummy interface that holds virtual addresses.")
+]
 Adopt = Annotated[
     bool,
     typer.Option(
