@@ -145,8 +145,8 @@ def report(problems: list[Problem]) -> None:
             getattr(log, p.severity)(
                 "invalid input",
                 file=p.origin.file,
-                document=p.origin.document,
-                object=f"{p.origin.kind} {p.origin.namespace}/{p.origin.name}".strip(),
+                document=p.origin.document + 1 if p.origin.document >= 0 else None,  # 1-based, as in text
+                object=f"{p.origin.kind} {p.origin.namespace}/{p.origin.name}" if p.origin.kind else None,
                 field=p.field,
                 message=p.message,
             )
