@@ -15,7 +15,6 @@ Exit codes (every verb):
 from __future__ import annotations
 
 import ipaddress
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -218,8 +217,9 @@ def make_settings(
     adopt: bool = False,
     **extra: object,
 ) -> Settings:
+    if node_name:
+        extra["node_name"] = node_name
     return Settings(
-        node_name=node_name or socket.gethostname().lower(),
         node_ips=parse_ips(node_ip),
         scheduler=check_scheduler(scheduler),
         interface=interface,
