@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, Owner
 from ipvsctl.model.ipvs import ServiceKey
-from ipvsctl.model.ops import AddService, BindAddress, DeleteService, Operation, UnbindAddress
+from ipvsctl.model.ops import AddService, BindAddress, DeleteService, Operation, UnbindAddress, service_of
 from ipvsctl.plan import Observed, Ownership, Plan, plan
 from ipvsctl.settings import DEFAULT_SYSCTLS, Settings
 from ipvsctl.state import Store
@@ -31,22 +31,12 @@ class Result:
         seen: set[object] = set()
         out: list[tuple[Owner | None, KernelError]] = []
         for err in self.errors:
-            key = op_service(err.op)
+            key = service_of(err.op)
             if key is not None and key in seen:
                 continue  # later errors on the same virtual server follow from the first
             seen.add(key)
             out.append((self.owners.get(key) if key else None, err))
         return out
-
-
-def op_service(op: Operation) -> ServiceKey | None:
-    if isinstance(op, BindAddress | UnbindAddress):
-        return None
-    if isinstance(op, AddService):
-        return op.server.key
-    if isinstance(op, DeleteService):
-        return op.key
-    return op.service  # type: ignore[union-attr]
 
 
 def observe(kernel: Kernel) -> Observed:

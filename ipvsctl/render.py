@@ -18,7 +18,7 @@ from ipvsctl.model.ipvs import (
     Stats,
     VirtualServerState,
 )
-from ipvsctl.model.ops import Operation, describe
+from ipvsctl.model.ops import Operation, describe, service_of
 
 FLAG_NAMES = {
     ServiceFlag.PERSISTENT: "persistent",
@@ -186,13 +186,11 @@ def _counter_cells(s: Stats, stats: bool, rate: bool) -> list[str]:
 
 def render_diff(ops: Sequence[Operation], owners: Mapping[ServiceKey, Owner]) -> str:
     """One line per operation: '+' adds, '~' edits, '-' deletes; the Service it is for at the end."""
-    from ipvsctl.apply import op_service
-
     lines = []
     for op in ops:
         kind = type(op).__name__
         sign = "+" if kind.startswith(("Add", "Bind")) else "-" if kind.startswith(("Delete", "Unbind")) else "~"
-        key = op_service(op)
+        key = service_of(op)
         owner = owners.get(key) if key else None
         suffix = f"  ({owner})" if owner else ""
         lines.append(f"{sign} {describe(op)}{suffix}")

@@ -57,6 +57,18 @@ ServiceOperation = AddService | EditService | DeleteService | AddReal | EditReal
 AddressOperation = BindAddress | UnbindAddress
 
 
+def service_of(op: Operation) -> ServiceKey | None:
+    """The virtual server an operation concerns (None for address operations)."""
+    match op:
+        case AddService(server=s) | EditService(server=s):
+            return s.key
+        case DeleteService(key=k):
+            return k
+        case AddReal(service=k) | EditReal(service=k) | DeleteReal(service=k):
+            return k
+    return None
+
+
 def describe(op: Operation) -> str:
     """One line a person can read, in ipvsadm's vocabulary."""
     match op:

@@ -176,3 +176,20 @@ def test_unknown_default_scheduler_is_a_usage_error() -> None:
     """--scheduler with an unknown name is rejected up front."""
     code, _, err = run("validate", "-f", str(EXAMPLES), "--scheduler", "fastest")
     assert code == 2 and "unknown scheduler 'fastest'" in err
+
+
+def test_scheduler_edit_in_diff_and_failed_edit_in_apply(kernel: MemoryKernel, tmp_path: Path) -> None:
+    """An edit shows in diff as '~' with its Service; a refused edit is reported for its Service, no traceback."""
+    shutil.copy(EXAMPLES / "web.yaml", tmp_path / "web.yaml")
+    assert run("apply", "-f", str(tmp_path), *NODE)[0] == 0
+    text = (tmp_path / "web.yaml").read_text().replace("  namespace: demo\nspec:",
+                                                       "  namespace: demo\n  annotations: {ipvsctl.io/scheduler: mh}\n"
+                                                       "spec:", 1)
+    (tmp_path / "web.yaml").write_text(text)
+    code, out, _ = run("diff", "-f", str(tmp_path), *NODE)
+    assert (code, out.strip()) == (1, "~ edit virtual server TCP 198.51.100.10:80 scheduler=mh flags=0x0 timeout=0"
+                                      "  (demo/web:http)")
+    kernel.schedulers.discard("mh")
+    code, _, err = run("apply", "-f", str(tmp_path), *NODE)
+    assert code == 4
+    assert "demo/web:http: edit virtual server TCP 198.51.100.10:80" in err and "modprobe ip_vs_mh" in err

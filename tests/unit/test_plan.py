@@ -20,6 +20,7 @@ from ipvsctl.model.ops import (
     EditReal,
     EditService,
     UnbindAddress,
+    service_of,
 )
 from ipvsctl.plan import Observed, Ownership, plan
 from tests.conftest import ip
@@ -88,8 +89,7 @@ def test_plan_reaches_desired_and_touches_nothing_foreign(w) -> None:
     owned = Ownership({k: Owner("ns", "old") for k in owned_keys})
     p = plan(desired, observed(kernel), owned)
     foreign = {k for k in contents if k not in owned_keys}
-    touched = {getattr(op, "key", None) or getattr(op, "service", None) or op.server.key
-               for op in p.ops if not isinstance(op, BindAddress | UnbindAddress)}
+    touched = {service_of(op) for op in p.ops}
     assert not touched & foreign, "a foreign virtual server appears in the plan"
     assert all(r is None for r in kernel.execute(p.ops))
     after = snapshot(kernel)
