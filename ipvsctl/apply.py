@@ -81,10 +81,21 @@ def execute(p: Plan, kernel: Kernel, store: Store, owned: Ownership) -> list[Ker
     return results
 
 
-def sync(desired: Desired, kernel: Kernel, store: Store, settings: Settings, *, dry_run: bool = False) -> Result:
-    """Make what ipvsctl owns equal to ``desired``. The caller holds the lock."""
+def sync(
+    desired: Desired,
+    kernel: Kernel,
+    store: Store,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    observed: Observed | None = None,
+) -> Result:
+    """Make what ipvsctl owns equal to ``desired``. The caller holds the lock.
+
+    ``observed``: the kernel as the caller already read it (under the same lock), or None to read it here."""
     owned = store.load()
-    observed = observe(kernel)
+    if observed is None:
+        observed = observe(kernel)
     p = plan(desired, observed, owned, adopt=settings.adopt, now=time.time(), drain_timeout=settings.drain_timeout)
     owners = {**owned.services, **p.target.services}
     if dry_run:

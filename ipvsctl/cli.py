@@ -25,11 +25,11 @@ from typing import Annotated
 import typer
 
 from ipvsctl import __version__, logs
-from ipvsctl.apply import Result, sync
+from ipvsctl.apply import Result, observe, sync
 from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
 from ipvsctl.model.desired import Desired
-from ipvsctl.model.ipvs import SCHEDULERS, IPAddress
+from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, address_sort_key
 from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
 from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
 from ipvsctl.settings import Settings
@@ -197,14 +197,15 @@ def locked(store: Store, timeout: float) -> Iterator[None]:
 
 def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
+    observed = observe(kernel)  # read once: it also gives the default node addresses
     if files is None:
         desired = Desired()
     else:
         if not settings.node_ips:
-            settings = replace(settings, node_ips=tuple(kernel.node_addresses()))
+            settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
         desired = translate(load(files), settings)
     try:
-        return desired, sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run)
+        return desired, sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
     except StateError as err:
         raise fail(EXIT_STATE, str(err)) from None
 
