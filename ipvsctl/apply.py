@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ipvsctl import logs
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, Owner
-from ipvsctl.model.ipvs import ServiceKey
-from ipvsctl.model.ops import AddService, BindAddress, DeleteService, Operation, UnbindAddress, service_of
+from ipvsctl.model.ipvs import Protocol, RealKey, ServiceKey
+from ipvsctl.model.ops import (
+    AddService,
+    BindAddress,
+    DeleteReal,
+    DeleteService,
+    Operation,
+    UnbindAddress,
+    service_of,
+)
 from ipvsctl.plan import Observed, Ownership, Plan, plan
 from ipvsctl.settings import DEFAULT_SYSCTLS, Settings
 from ipvsctl.state import Store
@@ -65,8 +75,17 @@ def settle(
     return Ownership(services, frozenset(addresses), draining)
 
 
-def execute(p: Plan, kernel: Kernel, store: Store, owned: Ownership) -> list[KernelError | None]:
-    """Record intent, write to the kernel, record the outcome."""
+def execute(
+    p: Plan,
+    kernel: Kernel,
+    store: Store,
+    owned: Ownership,
+    on_flush: Callable[[int], None] | None = None,
+) -> tuple[list[KernelError | None], Ownership]:
+    """Record intent, write to the kernel, record the outcome. Returns the results and the record now held.
+
+    Then flush the UDP conntrack entries of removed real servers (``flush_udp_conntrack``);
+    ``on_flush`` gets the number of entries each flush deleted."""
     intent = Ownership(
         {**owned.services, **p.target.services},
         owned.addresses | p.target.addresses,
@@ -78,7 +97,37 @@ def execute(p: Plan, kernel: Kernel, store: Store, owned: Ownership) -> list[Ker
     final = settle(owned, p.target, p.ops, results)
     if final != intent:
         store.save(final)
-    return results
+    flush_udp_conntrack(kernel, p.ops, results, on_flush)
+    return results, final
+
+
+def flush_udp_conntrack(
+    kernel: Kernel,
+    ops: tuple[Operation, ...],
+    results: list[KernelError | None],
+    on_flush: Callable[[int], None] | None = None,
+) -> None:
+    """After a UDP real server (or a whole UDP virtual server) is gone, delete the conntrack entries
+    of flows to it: otherwise a client that keeps its source port matches the stale entry, whose
+    reply comes from the removed backend, and is blackholed (kube-proxy's k8s #71514, #76664).
+    Only operations that succeeded count."""
+    for op, res in zip(ops, results, strict=True):
+        if res is not None:
+            continue
+        real: RealKey | None
+        if isinstance(op, DeleteReal):
+            key, real = op.service, op.key
+        elif isinstance(op, DeleteService):
+            key, real = op.key, None
+        else:
+            continue
+        if key.protocol != Protocol.UDP:
+            continue
+        n = kernel.flush_conntrack(key, real)
+        if on_flush is not None:
+            on_flush(n)
+        if n > 0:
+            logs.get().info("conntrack entries deleted", service=str(key), real=str(real) if real else "any", count=n)
 
 
 def sync(
@@ -102,5 +151,5 @@ def sync(
         return Result(p, (), owners)
     if settings.set_sysctls:
         kernel.set_sysctls(DEFAULT_SYSCTLS)
-    results = execute(p, kernel, store, owned)
+    results, _ = execute(p, kernel, store, owned)
     return Result(p, tuple(r for r in results if r is not None), owners)

@@ -109,13 +109,28 @@ def service_entries(
     return out
 
 
+def resolve(claims: dict[ServiceKey, list[DesiredService]]) -> tuple[dict[ServiceKey, DesiredService], list[Problem]]:
+    """One owner per virtual server: the first claimant by (namespace, name, port name) wins;
+    the others are told, and their other virtual servers are unaffected."""
+    wanted: dict[ServiceKey, DesiredService] = {}
+    problems: list[Problem] = []
+    for key, entries in claims.items():
+        winner, *losers = sorted(entries, key=lambda e: e.owner)
+        wanted[key] = winner
+        problems.extend(
+            Problem(e.origin, "spec", f"virtual server {key} is already used by {winner.owner}; left to it")
+            for e in losers
+        )
+    return wanted, problems
+
+
 def translate(snapshot: Snapshot, settings: Settings) -> Desired:
     """The desired state for every valid Service; problems for the rest (whose VSs are held)."""
     problems = list(snapshot.problems)
     held = {(p.origin.namespace, p.origin.name) for p in problems if p.origin.kind == "Service"}
     incomplete = any(not p.origin.kind for p in problems)
     by_service = service_slices(snapshot)
-    wanted: dict[ServiceKey, DesiredService] = {}
+    claims: dict[ServiceKey, list[DesiredService]] = defaultdict(list)
     for svc in sorted(snapshot.services, key=lambda s: (s.namespace, s.name)):
         try:
             entries = service_entries(svc, by_service.get((svc.namespace, svc.name), []), settings)
@@ -123,14 +138,7 @@ def translate(snapshot: Snapshot, settings: Settings) -> Desired:
             problems.append(Problem(svc.origin, err.field, err.message))
             held.add((svc.namespace, svc.name))
             continue
-        keys = [e.server.key for e in entries]
-        clash = next((e for e in entries if e.server.key in wanted), None)
-        if clash is not None or len(set(keys)) != len(keys):
-            taken = clash.server.key if clash else next(k for k in keys if keys.count(k) > 1)
-            by = wanted[taken].owner if clash else f"{svc.namespace}/{svc.name} itself"
-            problems.append(Problem(svc.origin, "spec", f"virtual server {taken} is already used by {by}"))
-            held.add((svc.namespace, svc.name))
-            continue
         for e in entries:
-            wanted[e.server.key] = e
-    return Desired(wanted, tuple(problems), frozenset(held), incomplete)
+            claims[e.server.key].append(e)
+    wanted, clashes = resolve(claims)
+    return Desired(wanted, (*problems, *clashes), frozenset(held), incomplete)

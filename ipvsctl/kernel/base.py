@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState
+from ipvsctl.model.ipvs import IPAddress, RealKey, ServiceKey, VirtualServerState
 from ipvsctl.model.ops import (
     AddReal,
     AddService,
@@ -74,8 +74,11 @@ class Kernel(Protocol):
     """What ipvsctl needs from the kernel. Implementations must not raise for
     per-operation kernel errors: ``execute`` returns them."""
 
-    def dump(self) -> list[VirtualServerState]:
+    def dump(self, reals: bool = True) -> list[VirtualServerState]:
         """Every virtual server in the kernel (ours and foreign) with its real servers and stats.
+
+        ``reals=False``: virtual servers and their stats only (one netlink dump instead of one per
+        virtual server), for metrics.
 
         Raises KernelUnavailable when IPVS cannot be reached."""
         ...
@@ -101,6 +104,13 @@ class Kernel(Protocol):
 
     def set_sysctls(self, values: Mapping[str, str]) -> dict[str, str]:
         """Write sysctls (dotted names); return those that changed, with their new value."""
+        ...
+
+    def flush_conntrack(self, service: ServiceKey, real: RealKey | None) -> int:
+        """Delete conntrack entries of UDP flows to this virtual server (original destination = its
+        address:port) whose reply source is the real server (None: any); return how many were deleted.
+
+        Never raises for a missing conntrack module (returns 0)."""
         ...
 
     def close(self) -> None: ...

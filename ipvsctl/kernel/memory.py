@@ -91,7 +91,8 @@ class MemoryKernel:
     Test hooks: ``set_conns``/``set_stats`` fake traffic, ``fail_next`` injects
     an errno on chosen operations, ``writes`` counts operations submitted to
     ``execute`` (so a test can prove a run wrote nothing), ``executed`` keeps
-    every submitted operation in order, ``sysctls`` holds written sysctls.
+    every submitted operation in order, ``sysctls`` holds written sysctls, ``flushed`` every
+    ``flush_conntrack`` call (``set_conntrack_count`` sets what such a call returns).
     """
 
     def __init__(
@@ -109,12 +110,15 @@ class MemoryKernel:
         self.sysctls: dict[str, str] = dict(sysctls or {})
         self.writes = 0
         self.executed: list[Operation] = []
+        self.flushed: list[tuple[ServiceKey, RealKey | None]] = []
+        self._conntrack_counts: dict[tuple[ServiceKey, RealKey | None], int] = {}
         self.closed = False
 
     # --- the Kernel protocol ---
 
-    def dump(self) -> list[VirtualServerState]:
-        return [self._state(svc) for svc in self._services.values()]
+    def dump(self, reals: bool = True) -> list[VirtualServerState]:
+        states = [self._state(svc) for svc in list(self._services.values())]
+        return states if reals else [replace(s, real_servers=()) for s in states]
 
     def get(self, key: ServiceKey) -> VirtualServerState | None:
         svc = self._services.get(key)
@@ -144,6 +148,10 @@ class MemoryKernel:
                 self.sysctls[name] = value
                 changed[name] = value
         return changed
+
+    def flush_conntrack(self, service: ServiceKey, real: RealKey | None) -> int:
+        self.flushed.append((service, real))
+        return self._conntrack_counts.pop((service, real), 0)
 
     def close(self) -> None:
         self.closed = True
@@ -178,6 +186,10 @@ class MemoryKernel:
             svc.stats = stats
         else:
             svc.dests[real].stats = stats
+
+    def set_conntrack_count(self, service: ServiceKey, real: RealKey | None, count: int) -> None:
+        """Make the next ``flush_conntrack(service, real)`` report ``count`` deleted entries (then 0)."""
+        self._conntrack_counts[(service, real)] = count
 
     def reset_writes(self) -> None:
         self.writes = 0

@@ -5,7 +5,8 @@ with messages built by ``codec``: consecutive IPVS operations are sent about
 256 to a ``sendmsg``, each with NLM_F_ACK and its own sequence number, and the
 acks are matched back by sequence number (the kernel answers every request of
 a batch, failures included, and carries on). Addresses on the dummy interface
-go through pyroute2's ``IPRoute``: few, and not on a hot path.
+go through pyroute2's ``IPRoute``: few, and not on a hot path. So do conntrack
+entries (pyroute2's ``NFCTSocket``), deleted after a UDP real server is removed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import os
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ipvsctl.kernel import codec
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
-from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState, address_sort_key
+from ipvsctl.model.ipvs import IPAddress, Protocol, RealKey, ServiceKey, VirtualServerState, address_sort_key
 from ipvsctl.model.ops import (
     AddService,
     BindAddress,
@@ -48,6 +50,8 @@ _RECV_CHUNK = 1 << 20
 _IFA_F_NODAD = 0x02
 _IFF_LOOPBACK = 0x8
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
+# errno of a kernel without conntrack or ctnetlink (nf_conntrack, nfnetlink, nf_conntrack_netlink)
+_NO_CONNTRACK = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL})
 
 
 class NetlinkKernel:
@@ -77,6 +81,7 @@ class NetlinkKernel:
         self._view = memoryview(self._buf)
         self._tried_modules: set[str] = set()
         self._iproute = None  # pyroute2.IPRoute, created on first address operation
+        self._nfct: dict[int, object] = {}  # pyroute2 NFCTSocket per address family, created on first flush
         self._ifindex: int | None = None
 
     # --- connection ---
@@ -171,6 +176,9 @@ class NetlinkKernel:
         if self._iproute is not None:
             self._iproute.close()
             self._iproute = None
+        for nfct in self._nfct.values():
+            nfct.close()  # type: ignore[attr-defined]
+        self._nfct.clear()
 
     def __enter__(self) -> NetlinkKernel:
         return self
@@ -223,10 +231,12 @@ class NetlinkKernel:
             )
         )
 
-    def dump(self) -> list[VirtualServerState]:
+    def dump(self, reals: bool = True) -> list[VirtualServerState]:
         self._connect()
         seq = self._next_seq()
         services = self._dump(codec.encode_dump_services(self._family, seq), seq, codec.decode_service)
+        if not reals:
+            return [VirtualServerState(server, (), stats) for server, stats in services]
         # One destination dump per service: a netlink socket runs one dump at a time.
         return [VirtualServerState(server, self._dests(server), stats) for server, stats in services]
 
@@ -380,6 +390,61 @@ class NetlinkKernel:
                 out.append((msg["index"], ipaddress.ip_address(text.split("%", 1)[0])))
         return out
 
+    # --- conntrack (ctnetlink through pyroute2) ---
+
+    def flush_conntrack(self, service: ServiceKey, real: RealKey | None) -> int:
+        if service.protocol != Protocol.UDP or service.fwmark:
+            return 0
+        from pyroute2 import NetlinkError
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+        family = service.family
+        try:
+            nfct = self._conntrack(family)
+            # The kernel filters on the original destination (Linux >= 5.8; older ones send every
+            # entry). Not on an IPv6 address: that filter matches every address but the one asked for
+            # (seen on 6.18). matches() checks the destination again, and the reply source: the kernel's
+            # filter on reply tuples was broken until recently.
+            wanted = NFCTAttrTuple(
+                family=family,
+                daddr=str(service.address) if family == socket.AF_INET else None,
+                proto=socket.IPPROTO_UDP,
+                dport=service.port,
+            )
+            flows = [f for msg in nfct.dump(tuple_orig=wanted) if (f := _flow(msg)) and f.matches(service, real)]
+        except (NetlinkError, OSError) as exc:
+            code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+            level = logging.DEBUG if code in _NO_CONNTRACK else logging.WARNING
+            log.log(level, "reading conntrack entries of %s failed: %s", service, exc)
+            return 0
+        deleted = 0
+        for flow in flows:
+            orig = NFCTAttrTuple(
+                family=family,
+                saddr=str(flow.source),
+                daddr=str(flow.destination),
+                proto=socket.IPPROTO_UDP,
+                sport=flow.source_port,
+                dport=flow.destination_port,
+            )
+            try:
+                # With its id the kernel deletes this entry only, not a newer one with the same tuple.
+                nfct.entry("del", tuple_orig=orig, id=flow.id)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:  # ENOENT: it expired meanwhile
+                    log.warning("deleting a conntrack entry of %s failed: %s", service, exc)
+                continue
+            deleted += 1
+        return deleted
+
+    def _conntrack(self, family: int):
+        nfct = self._nfct.get(family)
+        if nfct is None:
+            from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
+
+            nfct = self._nfct[family] = NFCTSocket(nfgen_family=family)
+        return nfct
+
     # --- sysctls ---
 
     def set_sysctls(self, values: Mapping[str, str]) -> dict[str, str]:
@@ -408,3 +473,41 @@ def _grow_buffers(sock: socket.socket) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """One UDP conntrack entry: its original tuple, where its replies come from, its id."""
+
+    source: IPAddress
+    source_port: int
+    destination: IPAddress
+    destination_port: int
+    reply_source: IPAddress
+    reply_source_port: int
+    id: int | None
+
+    def matches(self, service: ServiceKey, real: RealKey | None) -> bool:
+        if (self.destination, self.destination_port) != (service.address, service.port):
+            return False
+        return real is None or (self.reply_source, self.reply_source_port) == (real.address, real.port)
+
+
+def _flow(msg) -> _Flow | None:
+    """A UDP entry of a ctnetlink dump as a _Flow; None for anything else."""
+    v = "V4" if msg["nfgen_family"] == socket.AF_INET else "V6"
+    get = msg.get_nested
+    if get("CTA_TUPLE_ORIG", "CTA_TUPLE_PROTO", "CTA_PROTO_NUM") != socket.IPPROTO_UDP:
+        return None
+    try:
+        return _Flow(
+            source=ipaddress.ip_address(get("CTA_TUPLE_ORIG", "CTA_TUPLE_IP", f"CTA_IP_{v}_SRC")),
+            source_port=get("CTA_TUPLE_ORIG", "CTA_TUPLE_PROTO", "CTA_PROTO_SRC_PORT"),
+            destination=ipaddress.ip_address(get("CTA_TUPLE_ORIG", "CTA_TUPLE_IP", f"CTA_IP_{v}_DST")),
+            destination_port=get("CTA_TUPLE_ORIG", "CTA_TUPLE_PROTO", "CTA_PROTO_DST_PORT"),
+            reply_source=ipaddress.ip_address(get("CTA_TUPLE_REPLY", "CTA_TUPLE_IP", f"CTA_IP_{v}_SRC")),
+            reply_source_port=get("CTA_TUPLE_REPLY", "CTA_TUPLE_PROTO", "CTA_PROTO_SRC_PORT"),
+            id=get("CTA_ID"),
+        )
+    except (TypeError, ValueError):  # an attribute missing
+        return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,35 +111,63 @@ def add_object(
     problems: list[Problem],
 ) -> None:
     """Parse one object into ``services``/``slices``; record what is wrong in ``problems``."""
+    parsed = parse_object(origin, prefix, obj)
+    problems.extend(parsed.problems)
+    for value in parsed.values:
+        if isinstance(value, Service):
+            if (value.namespace, value.name) in services:
+                problems.append(
+                    Problem(value.origin, "metadata.name", "duplicate Service: the first definition is used")
+                )
+            else:
+                services[(value.namespace, value.name)] = value
+        else:
+            slices.append(value)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One object's values (a v1 Endpoints object gives one slice per subset) and its problems.
+
+    ``origin`` names the object (kind, namespace, name) when it is one ipvsctl reads; ``failed``:
+    the object was rejected as a whole (values is then empty)."""
+
+    origin: Origin | None
+    values: tuple[Service | EndpointSlice, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    failed: bool = False
+
+
+def parse_object(origin: Origin, prefix: str, obj: Any) -> Parsed:
     if not isinstance(obj, dict):
-        problems.append(Problem(origin, prefix, f"a Kubernetes object must be a mapping, not {type(obj).__name__}"))
-        return
+        problem = Problem(origin, prefix, f"a Kubernetes object must be a mapping, not {type(obj).__name__}")
+        return Parsed(None, (), (problem,), True)
     kind, api = obj.get("kind"), obj.get("apiVersion")
     wanted = {("Service", "v1"), ("EndpointSlice", "discovery.k8s.io/v1"), ("Endpoints", "v1")}
     if (kind, api) not in wanted:
-        return
+        return Parsed(None)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     ns, nm = meta.get("namespace") or "default", meta.get("name") or ""
     origin = replace(origin, kind=str(kind), namespace=str(ns), name=str(nm))
     node = Node(obj, prefix)
     endpoint_errors: list[InputError] = []
+    values: list[Service | EndpointSlice] = []
+    problems: list[Problem] = []
+    failed = False
     try:
         if kind == "Service":
-            svc = replace(parse_service(node), origin=origin)
-            if (svc.namespace, svc.name) in services:
-                problems.append(Problem(origin, "metadata.name", "duplicate Service: the first definition is used"))
-            else:
-                services[(svc.namespace, svc.name)] = svc
+            values.append(replace(parse_service(node), origin=origin))
         elif kind == "EndpointSlice":
             es = parse_endpoint_slice(node, endpoint_errors)
             if es is not None:
-                slices.append(replace(es, origin=origin))
+                values.append(replace(es, origin=origin))
         else:
-            slices.extend(replace(es, origin=origin) for es in parse_endpoints(node, endpoint_errors))
+            values.extend(replace(es, origin=origin) for es in parse_endpoints(node, endpoint_errors))
     except InputError as err:
         problems.append(Problem(origin, err.field, err.message))
+        failed = True
     except RecursionError:
         problems.append(Problem(origin, prefix, "object nests too deeply"))
-    problems.extend(
-        Problem(origin, err.field, f"{err.message} (endpoint ignored)") for err in endpoint_errors
-    )
+        failed = True
+    problems.extend(Problem(origin, err.field, f"{err.message} (endpoint ignored)") for err in endpoint_errors)
+    return Parsed(origin, tuple(values), tuple(problems), failed)

@@ -1,0 +1,331 @@
+"""The agent's reconcile step: bring the kernel in line for some Services, or for all of them.
+
+The engine keeps, between syncs, each Service's translation and who claims which virtual
+server, so a change to one Service costs work for that Service only:
+
+- ``sync(refs)``: translate the changed Services again, read just their virtual servers back
+  from the kernel (``Kernel.get``; never a full dump), plan them with the same pure ``plan``
+  as the CLI, and execute. This is what endpoint changes trigger.
+- ``resync()``: dump the whole kernel and plan every Service: drift (owned virtual or real
+  servers deleted or edited by hand) is repaired; foreign virtual servers are never touched.
+- ``drain()``: re-plan the virtual servers that have draining real servers, reading their
+  connection counts fresh, so idle ones are deleted within seconds.
+
+A Service whose operations failed is retried with exponential backoff (``due_retries``).
+The loop that decides *when* to call these lives in ``agent/loop.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from ipvsctl import logs
+from ipvsctl.apply import execute
+from ipvsctl.errors import InputError, Problem
+from ipvsctl.kernel.base import Kernel, KernelError
+from ipvsctl.model.desired import Desired, DesiredService, Owner
+from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState
+from ipvsctl.model.ops import BindAddress, DeleteReal, EditReal, Operation, UnbindAddress, service_of
+from ipvsctl.plan import Observed, Ownership, Plan, plan
+from ipvsctl.settings import Settings
+from ipvsctl.state import Store
+from ipvsctl.translate import service_entries
+
+from .cache import advance
+from .world import ServiceRef, World
+
+log = logs.get()
+
+RETRY_BASE = 1.0
+RETRY_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    kind: str  # "full", "partial" or "drain"
+    services: int  # Services translated again
+    virtual_servers: int  # virtual servers planned
+    ops: tuple[Operation, ...] = ()
+    results: tuple[KernelError | None, ...] = ()
+    errors: tuple[KernelError, ...] = ()
+    failed: tuple[ServiceRef, ...] = ()  # Services with a kernel error (retried with backoff)
+    conflicts: tuple[Problem, ...] = ()
+    repairs: int = 0  # full resync only: owned objects put back after drift
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class _Retry:
+    attempts: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class Engine:
+    kernel: Kernel
+    store: Store
+    settings: Settings
+    world: World
+    clock: Callable[[], float] = time.time  # wall clock: drain start times are kept in the record
+    owned: Ownership = field(init=False)
+    # per Service: the virtual servers it asks for (its translation)
+    entries: dict[ServiceRef, dict[ServiceKey, DesiredService]] = field(init=False, default_factory=dict)
+    problems: dict[ServiceRef, list[Problem]] = field(init=False, default_factory=dict)
+    held: set[ServiceRef] = field(init=False, default_factory=set)  # translation failed: keep what is there
+    claims: defaultdict[ServiceKey, dict[ServiceRef, DesiredService]] = field(
+        init=False, default_factory=lambda: defaultdict(dict)
+    )
+    observed: dict[ServiceKey, VirtualServerState] = field(init=False, default_factory=dict)
+    bound: set[IPAddress] = field(init=False, default_factory=set)
+    local: set[IPAddress] = field(init=False, default_factory=set)
+    node_ips: tuple[IPAddress, ...] = field(init=False, default=())
+    retries: dict[ServiceRef, _Retry] = field(init=False, default_factory=dict)
+    _owned_by_ref: defaultdict[ServiceRef, set[ServiceKey]] = field(
+        init=False, default_factory=lambda: defaultdict(set)
+    )
+    _ref_of: dict[ServiceKey, ServiceRef] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.owned = self.store.load()
+        self._index_owned(self.owned.services, ())
+
+    # --- the three kinds of sync ---
+
+    def sync(self, refs: Iterable[ServiceRef]) -> SyncReport:
+        """Translate these Services again and reconcile only their virtual servers."""
+        started = time.monotonic()
+        refs = set(refs)
+        keys = self._retranslate(refs)
+        report = self._reconcile(keys, full=False, considered=refs)
+        return replace(report, kind="partial", services=len(refs), seconds=time.monotonic() - started)
+
+    def resync(self, changed: Iterable[ServiceRef] = (), retranslate: bool = False) -> SyncReport:
+        """Read the whole kernel and reconcile everything.
+
+        ``changed``: Services whose input changed since the last sync; ``retranslate``: translate
+        every Service again (first sync, new settings). Node addresses that changed imply it."""
+        started = time.monotonic()
+        states = self.kernel.dump()
+        self.observed = {s.server.key: s for s in states}
+        self.bound = set(self.kernel.bound_addresses())
+        self.local = set(self.kernel.node_addresses())
+        node_ips = self.settings.node_ips or self._node_ips()
+        refs = self.world.service_refs() | set(self.entries) | set(self._owned_by_ref)
+        if retranslate or node_ips != self.node_ips:
+            self.node_ips = node_ips
+            fresh = self._retranslate(refs)
+        else:
+            fresh = self._retranslate(set(changed))
+        keys = set(self.claims) | set(self.owned.services)
+        report = self._reconcile(keys, full=True, considered=refs, fresh=fresh)
+        return replace(report, kind="full", services=len(refs), seconds=time.monotonic() - started)
+
+    def drain(self) -> SyncReport:
+        """Re-plan virtual servers with draining real servers: delete the idle and the timed out."""
+        started = time.monotonic()
+        keys = {key for key, _ in self.owned.draining}
+        refs = {self._ref_of[k] for k in keys if k in self._ref_of}
+        report = self._reconcile(keys, full=False, considered=refs)
+        return replace(report, kind="drain", seconds=time.monotonic() - started)
+
+    # --- what the loop asks ---
+
+    @property
+    def draining(self) -> bool:
+        return bool(self.owned.draining)
+
+    def due_retries(self, now: float) -> set[ServiceRef]:
+        return {ref for ref, r in self.retries.items() if r.due <= now}
+
+    def next_retry(self) -> float | None:
+        return min((r.due for r in self.retries.values()), default=None)
+
+    def input_problems(self) -> list[Problem]:
+        return [*self.world.problems(), *(p for ps in self.problems.values() for p in ps)]
+
+    def owned_reals(self) -> int:
+        """Real servers in owned virtual servers, as last read."""
+        observed = self.observed
+        return sum(len(observed[k].real_servers) for k in self.owned.services if k in observed)
+
+    def owner_states(self) -> list[tuple[Owner, VirtualServerState]]:
+        """Owned virtual servers as last read from the kernel (for metrics)."""
+        owners = self.owned.services
+        return [(owners[k], s) for k, s in list(self.observed.items()) if k in owners]
+
+    # --- internals ---
+
+    def _node_ips(self) -> tuple[IPAddress, ...]:
+        from_source = self.world.node_ips
+        return from_source if from_source is not None else tuple(sorted(self.local, key=str))
+
+    def _retranslate(self, refs: set[ServiceRef]) -> set[ServiceKey]:
+        """Translate these Services again; return every virtual server key whose owner may change."""
+        settings = replace(self.settings, node_ips=self.node_ips)
+        keys: set[ServiceKey] = set()
+        for ref in refs:
+            old = self.entries.pop(ref, {})
+            for key in old:
+                self._unclaim(key, ref)
+            keys |= old.keys() | self._owned_by_ref.get(ref, set())
+            svc, slices, problems = self.world.inputs(ref)
+            self.held.discard(ref)
+            new: dict[ServiceKey, DesiredService] = {}
+            if svc is not None:
+                try:
+                    for entry in service_entries(svc, slices, settings):
+                        new.setdefault(entry.server.key, entry)
+                except InputError as err:
+                    problems.append(Problem(svc.origin, err.field, err.message))
+                    self.held.add(ref)
+                    log.error("service rejected", service=f"{ref[0]}/{ref[1]}", problem=str(problems[-1]))
+            for key, entry in new.items():
+                self.claims[key][ref] = entry
+            keys |= new.keys()
+            if new:
+                self.entries[ref] = new
+            if problems:
+                self.problems[ref] = problems
+            else:
+                self.problems.pop(ref, None)
+        return keys
+
+    def _unclaim(self, key: ServiceKey, ref: ServiceRef) -> None:
+        claimants = self.claims.get(key)
+        if claimants is not None:
+            claimants.pop(ref, None)
+            if not claimants:
+                del self.claims[key]
+
+    def _winner(self, key: ServiceKey) -> DesiredService | None:
+        claimants = self.claims.get(key)
+        if not claimants:
+            return None
+        return claimants[min(claimants)]
+
+    def _reconcile(
+        self, keys: set[ServiceKey], full: bool, considered: set[ServiceRef], fresh: set[ServiceKey] | None = None
+    ) -> SyncReport:
+        """Plan and execute these virtual servers. ``fresh``: keys whose wanted state just changed
+        (their operations are not drift repairs)."""
+        if not keys:
+            return SyncReport("", 0, 0)
+        if not full:
+            for key in keys:
+                state = self.kernel.get(key)
+                if state is None:
+                    self.observed.pop(key, None)
+                else:
+                    self.observed[key] = state
+        wanted = {key: w for key in keys if (w := self._winner(key)) is not None}
+        clashes = [
+            Problem(e.origin, "spec", f"virtual server {key} is already used by {wanted[key].owner}; left to it")
+            for key in wanted
+            for ref, e in self.claims[key].items()
+            if e is not wanted[key]
+        ]
+        held = frozenset(self.held | self.world.problem_refs())
+        desired = Desired(wanted, (), held, self.world.incomplete)
+        observed = Observed(
+            {k: self.observed[k] for k in keys if k in self.observed}, frozenset(self.bound), frozenset(self.local)
+        )
+        sub = self._owned_part(keys)
+        now = self.clock()
+        p = plan(desired, observed, sub, adopt=self.settings.adopt, now=now, drain_timeout=self.settings.drain_timeout)
+        target = self._merge(sub, p.target)
+        results, final = execute(replace(p, target=target), self.kernel, self.store, self.owned)
+        self._index_owned(final.services, keys)
+        self.owned = final
+        advance(self.observed, p.ops, results)
+        for op, res in zip(p.ops, results, strict=True):
+            if res is None and isinstance(op, BindAddress):
+                self.bound.add(op.address)
+            elif res is None and isinstance(op, UnbindAddress):
+                self.bound.discard(op.address)
+        errors = tuple(r for r in results if r is not None)
+        failed = self._track_failures(p, results, considered)
+        for err in errors:
+            key = service_of(err.op)
+            owner = wanted[key].owner if key in wanted else self.owned.services.get(key) if key else None
+            log.error("kernel refused an operation", service=str(owner) if owner else None, error=err.message)
+        repairs = self._count_repairs(p, sub, fresh or set()) if full else 0
+        return SyncReport(
+            "", 0, len(keys), p.ops, tuple(results), errors, tuple(sorted(failed)), (*p.conflicts, *clashes), repairs
+        )
+
+    def _owned_part(self, keys: set[ServiceKey]) -> Ownership:
+        """The slice of the ownership record that concerns these virtual servers."""
+        owned = self.owned
+        services = {k: owned.services[k] for k in keys if k in owned.services}
+        addresses = {k.address for k in keys} & owned.addresses
+        # An address another (not re-planned) virtual server still needs stays bound.
+        in_use = {k.address for k in owned.services if k not in keys and k.address in addresses}
+        in_use |= {k.address for k in self.claims if k not in keys and k.address in addresses}
+        draining = {dk: t for dk, t in owned.draining.items() if dk[0] in keys}
+        return Ownership(services, frozenset(addresses - in_use), draining)
+
+    def _merge(self, sub: Ownership, target: Ownership) -> Ownership:
+        owned = self.owned
+        services = {k: o for k, o in owned.services.items() if k not in sub.services}
+        services.update(target.services)
+        addresses = (owned.addresses - sub.addresses) | target.addresses
+        draining = {dk: t for dk, t in owned.draining.items() if dk not in sub.draining}
+        draining.update(target.draining)
+        return Ownership(services, frozenset(addresses), draining)
+
+    def _index_owned(self, services: Mapping[ServiceKey, Owner], keys: Iterable[ServiceKey]) -> None:
+        """Keep the Service → owned keys index in step for the re-planned keys (all keys at start)."""
+        for key in keys:
+            ref = self._ref_of.pop(key, None)
+            if ref is not None:
+                refs = self._owned_by_ref[ref]
+                refs.discard(key)
+                if not refs:
+                    del self._owned_by_ref[ref]
+        for key in keys or services:
+            owner = services.get(key)
+            if owner is not None:
+                self._owned_by_ref[owner.service].add(key)
+                self._ref_of[key] = owner.service
+
+    def _track_failures(
+        self, p: Plan, results: list[KernelError | None], considered: set[ServiceRef]
+    ) -> set[ServiceRef]:
+        """Services with a failed operation get a retry with exponential backoff; the rest are done."""
+        failed: set[ServiceRef] = set()
+        for op, res in zip(p.ops, results, strict=True):
+            key = service_of(op)
+            if res is None or key is None:
+                continue
+            winner = self._winner(key)
+            ref = winner.owner.service if winner else self._ref_of.get(key)
+            if ref is not None:
+                failed.add(ref)
+        for ref in considered - failed:
+            self.retries.pop(ref, None)
+        for ref in failed:
+            r = self.retries.setdefault(ref, _Retry())
+            r.attempts += 1
+            r.due = time.monotonic() + min(RETRY_CAP, RETRY_BASE * 2 ** (r.attempts - 1))
+        return failed
+
+    def _count_repairs(self, p: Plan, sub: Ownership, fresh: set[ServiceKey]) -> int:
+        """Operations of a full resync that put drift right (drain progress and new input are not drift)."""
+        n = 0
+        for op in p.ops:
+            if service_of(op) in fresh or isinstance(op, BindAddress | UnbindAddress):
+                continue
+            if isinstance(op, DeleteReal) and (op.service, op.key) in sub.draining:
+                continue
+            if isinstance(op, EditReal) and op.server.weight == 0:
+                continue  # a real server starting to drain
+            n += 1
+        return n
+
