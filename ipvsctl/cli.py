@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -399,6 +399,87 @@ def cleanup(
     if dry_run or removed:
         typer.echo(render_diff(removed, result.owners) or "nothing to remove")
     raise typer.Exit(outcome(Desired(), result))
+
+
+def _env(name: str) -> str:
+    return f"IPVSCTL_{name.upper().replace('-', '_')}"
+
+
+def _opt(name: str, help_text: str, metavar: str | None = None, *extra: str) -> Any:
+    return typer.Option(f"--{name}", *extra, help=help_text, metavar=metavar, envvar=_env(name), show_default=False)
+
+
+@app.command()
+def agent(
+    config: Annotated[
+        Path | None, typer.Option("--config", metavar="FILE", envvar="IPVSCTL_CONFIG", help="YAML config file.")
+    ] = None,
+    manifests: Annotated[
+        list[str] | None, _opt("manifests", "Watch this manifest directory or file. Repeatable.", "PATH")
+    ] = None,
+    kubernetes: Annotated[
+        bool | None, _opt("kubernetes", "Watch Services, EndpointSlices and this Node in the Kubernetes API.")
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, _opt("kubeconfig", "Kubeconfig (default: in-cluster, then $KUBECONFIG, ~/.kube/config).", "FILE")
+    ] = None,
+    node_name: Annotated[
+        str | None,
+        typer.Option(
+            "--node-name", metavar="NAME", envvar=["IPVSCTL_NODE_NAME", "NODE_NAME"], show_default=False,
+            help="This node's name (Local traffic policies; the Node whose addresses NodePorts use). "
+            "Default: host name.",
+        ),
+    ] = None,
+    node_ip: Annotated[
+        list[str] | None,
+        _opt("node-ip", "Node address for NodePorts. Repeatable. Default: the Node's addresses, or this host's.", "IP"),
+    ] = None,
+    scheduler: Annotated[str | None, _opt("scheduler", "Default scheduler (default rr).", "NAME")] = None,
+    interface: Annotated[
+        str | None, _opt("interface", "Dummy interface for virtual addresses (default ipvsctl0).", "NAME")
+    ] = None,
+    adopt: Annotated[
+        bool | None, _opt("adopt", "Take over existing virtual servers the input describes.", None, "--no-adopt")
+    ] = None,
+    sysctls: Annotated[
+        bool | None, _opt("sysctls", "Set the IPVS sysctls kube-proxy sets (default on).", None, "--no-sysctls")
+    ] = None,
+    min_sync_period: Annotated[
+        str | None, _opt("min-sync-period", "Least time between two syncs; changes are coalesced (default 1s).", "DUR")
+    ] = None,
+    sync_period: Annotated[
+        str | None, _opt("sync-period", "Full resync reading the whole kernel, repairing drift (default 30s).", "DUR")
+    ] = None,
+    drain_timeout: Annotated[
+        str | None, _opt("drain-timeout", "Longest a leaving TCP real server drains at weight 0 (default 60s).", "DUR")
+    ] = None,
+    drain_check: Annotated[
+        str | None, _opt("drain-check", "How often draining real servers are checked (default 2s).", "DUR")
+    ] = None,
+    metrics_address: Annotated[
+        str | None,
+        _opt("metrics-address", "Serve /metrics and /healthz here; empty to disable (default 127.0.0.1:9842).", "ADDR"),
+    ] = None,
+    lock_timeout: Annotated[
+        str | None, _opt("lock-timeout", "How long to wait for another ipvsctl's lock (default 10s).", "DUR")
+    ] = None,
+) -> None:
+    """Keep IPVS in step with a manifest directory or the Kubernetes API until stopped.
+
+    Flags may also come from --config (YAML, the flags' names as keys) and IPVSCTL_* environment
+    variables; flags win. SIGTERM/SIGINT stop the agent and leave IPVS as it is; SIGHUP reloads.
+
+    \b
+    Examples:
+      sudo ipvsctl agent --manifests /etc/ipvsctl/manifests
+      ipvsctl agent --kubernetes --node-name "$NODE_NAME"
+      curl -s 127.0.0.1:9842/metrics ; curl -s 127.0.0.1:9842/healthz
+    """
+    from ipvsctl.agent.command import run
+
+    flags = {k: v for k, v in locals().items() if k not in ("config", "run")}
+    raise typer.Exit(run(config, flags, CTX.state_dir, lambda: KERNEL_FACTORY(interface or "ipvsctl0")))
 
 
 @app.command()
