@@ -421,7 +421,7 @@ def agent(
         bool | None, _opt("kubernetes", "Watch Services, EndpointSlices and this Node in the Kubernetes API.")
     ] = None,
     kubeconfig: Annotated[
-        str | None, _opt("kubeconfig", "Kubeconfig (default: in-cluster, then $KUBECONFIG, ~/.kube/config).", "FILE")
+        str | None, _opt("kubeconfig", "Kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config).", "FILE")
     ] = None,
     node_name: Annotated[
         str | None,

@@ -141,9 +141,11 @@ def _run_locked(
     open_kernel: Callable[[], Kernel],
 ) -> int:
     engine = Engine(kernel, store, settings, world)
+    from ipvsctl.sources.kube.config import KubeConfigError
+
     try:
         source = make_source(cfg, world, stop, settings.node_name)
-    except Exception as err:  # a kubeconfig mistake, named by the loader
+    except KubeConfigError as err:  # names the file and the field
         typer.echo(f"error: {err}", err=True)
         return EXIT_USAGE
     if settings.set_sysctls:

@@ -1,0 +1,1 @@
+"""The Kubernetes API as a source: settings (config), list/watch client, reflector loop, World feeder (source)."""
