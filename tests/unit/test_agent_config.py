@@ -172,3 +172,31 @@ def test_a_second_agent_fails_clearly_on_the_lock(kernel: MemoryKernel, tmp_path
         )
     assert result.exit_code == 6
     assert "another ipvsctl" in result.stderr
+
+
+def test_sighup_reloads_the_config_file(kernel: MemoryKernel, tmp_path: Path) -> None:
+    """A new default scheduler in the config file takes effect on SIGHUP, by an in-place edit."""
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(EXAMPLES / "web.yaml", d)
+    conf = tmp_path / "agent.yaml"
+    conf.write_text(f"manifests: [{d}]\nscheduler: rr\nmetrics-address: ''\nnode-name: node-a\n")
+
+    def schedulers() -> set[str]:
+        return {s.server.scheduler for s in kernel.dump()}
+
+    def during() -> None:
+        deadline = time.monotonic() + 10
+        while schedulers() != {"rr"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conf.write_text(conf.read_text().replace("scheduler: rr", "scheduler: lc"))
+        kernel.executed.clear()
+        os.kill(os.getpid(), signal.SIGHUP)
+        while schedulers() != {"lc"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    code, err = run_agent(["agent", "--config", str(conf)], during)
+    assert code == 0, err
+    assert schedulers() == {"lc"}
+    assert kernel.executed and all(type(op).__name__ == "EditService" for op in kernel.executed)
+    assert "configuration reloaded" in err
