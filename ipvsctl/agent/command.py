@@ -153,6 +153,7 @@ def _run_locked(
         if changed:
             log.info("sysctls set", **changed)
     metrics = Metrics()
+    engine.on_flush = metrics.count_conntrack_flushed
     metrics.set_stats_source(stats_source(engine, open_kernel))
     agent = Agent(engine, world, metrics, timing_of(cfg), stop)
     server = None

@@ -74,6 +74,7 @@ class Engine:
     settings: Settings
     world: World
     clock: Callable[[], float] = time.time  # wall clock: drain start times are kept in the record
+    on_flush: Callable[[int], None] | None = None  # told how many UDP conntrack entries each flush deleted
     owned: Ownership = field(init=False)
     # per Service: the virtual servers it asks for (its translation)
     entries: dict[ServiceRef, dict[ServiceKey, DesiredService]] = field(init=False, default_factory=dict)
@@ -240,7 +241,7 @@ class Engine:
         now = self.clock()
         p = plan(desired, observed, sub, adopt=self.settings.adopt, now=now, drain_timeout=self.settings.drain_timeout)
         target = self._merge(sub, p.target)
-        results, final = execute(replace(p, target=target), self.kernel, self.store, self.owned)
+        results, final = execute(replace(p, target=target), self.kernel, self.store, self.owned, self.on_flush)
         self._index_owned(final.services, keys)
         self.owned = final
         advance(self.observed, p.ops, results)
