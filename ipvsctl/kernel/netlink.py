@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipvsctl.kernel import codec
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
@@ -32,6 +33,9 @@ from ipvsctl.model.ops import (
     Operation,
     UnbindAddress,
 )
+
+if TYPE_CHECKING:
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ class NetlinkKernel:
         self._view = memoryview(self._buf)
         self._tried_modules: set[str] = set()
         self._iproute = None  # pyroute2.IPRoute, created on first address operation
-        self._nfct: dict[int, object] = {}  # pyroute2 NFCTSocket per address family, created on first flush
+        self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
 
     # --- connection ---
@@ -177,7 +181,7 @@ class NetlinkKernel:
             self._iproute.close()
             self._iproute = None
         for nfct in self._nfct.values():
-            nfct.close()  # type: ignore[attr-defined]
+            nfct.close()
         self._nfct.clear()
 
     def __enter__(self) -> NetlinkKernel:
@@ -402,9 +406,9 @@ class NetlinkKernel:
         try:
             nfct = self._conntrack(family)
             # The kernel filters on the original destination (Linux >= 5.8; older ones send every
-            # entry). Not on an IPv6 address: that filter matches every address but the one asked for
-            # (seen on 6.18). matches() checks the destination again, and the reply source: the kernel's
-            # filter on reply tuples was broken until recently.
+            # entry), but not on an IPv6 address: that filter matches every address except the one
+            # asked for (seen on 6.1 and 6.18). matches() checks the destination again, and the reply
+            # source: the kernel's filter on reply tuples was broken until recently.
             wanted = NFCTAttrTuple(
                 family=family,
                 daddr=str(service.address) if family == socket.AF_INET else None,
@@ -434,10 +438,13 @@ class NetlinkKernel:
                 if exc.code != errno.ENOENT:  # ENOENT: it expired meanwhile
                     log.warning("deleting a conntrack entry of %s failed: %s", service, exc)
                 continue
+            except OSError as exc:
+                log.warning("deleting conntrack entries of %s failed: %s", service, exc)
+                break
             deleted += 1
         return deleted
 
-    def _conntrack(self, family: int):
+    def _conntrack(self, family: int) -> NFCTSocket:
         nfct = self._nfct.get(family)
         if nfct is None:
             from pyroute2.netlink.nfnetlink.nfctsocket import NFCTSocket

@@ -337,6 +337,19 @@ def test_set_sysctls_reports_only_changes(harness: Harness) -> None:
             assert f.read().strip() == "1"
 
 
+# --- conntrack ---
+
+
+def test_flush_conntrack_without_entries_deletes_nothing(harness: Harness) -> None:
+    """Flushing UDP virtual servers nobody sent to (IPv4, IPv6; one real server or any) deletes nothing."""
+    dns4 = ServiceKey(Protocol.UDP, ip("198.51.100.4"), 53)
+    harness.ok([AddService(VirtualServer(dns4)), AddReal(dns4, real("203.0.113.11")), AddService(VirtualServer(DNS6))])
+    assert harness.kernel.flush_conntrack(dns4, real("203.0.113.11").key) == 0
+    assert harness.kernel.flush_conntrack(dns4, None) == 0
+    assert harness.kernel.flush_conntrack(DNS6, None) == 0
+    assert harness.kernel.flush_conntrack(WEB, None) == 0  # TCP, and no such virtual server
+
+
 # --- scale ---
 
 
