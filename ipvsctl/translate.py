@@ -117,11 +117,12 @@ def resolve(claims: dict[ServiceKey, list[DesiredService]]) -> tuple[dict[Servic
     for key, entries in claims.items():
         winner, *losers = sorted(entries, key=lambda e: e.owner)
         wanted[key] = winner
-        problems.extend(
-            Problem(e.origin, "spec", f"virtual server {key} is already used by {winner.owner}; left to it")
-            for e in losers
-        )
+        problems.extend(clash(key, loser, winner) for loser in losers)
     return wanted, problems
+
+
+def clash(key: ServiceKey, loser: DesiredService, winner: DesiredService) -> Problem:
+    return Problem(loser.origin, "spec", f"virtual server {key} is already used by {winner.owner}; left to it")
 
 
 def translate(snapshot: Snapshot, settings: Settings) -> Desired:

@@ -38,18 +38,6 @@ REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 410: "Expired
 TICK = 0.02  # how often a waiting handler looks at the knobs
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> Any:
-    """Poll until ``condition()`` is truthy; return it. Fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-
-
 @dataclass(frozen=True)
 class Request:
     method: str

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ipvsctl import logs
-from ipvsctl.apply import execute
+from ipvsctl.apply import execute, observe
 from ipvsctl.errors import InputError, Problem
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, DesiredService, Owner
@@ -32,7 +32,7 @@ from ipvsctl.model.ops import BindAddress, DeleteReal, EditReal, Operation, Unbi
 from ipvsctl.plan import Observed, Ownership, Plan, plan
 from ipvsctl.settings import Settings
 from ipvsctl.state import Store
-from ipvsctl.translate import service_entries
+from ipvsctl.translate import clash, service_entries
 
 from .cache import advance
 from .world import ServiceRef, World
@@ -113,10 +113,10 @@ class Engine:
         ``changed``: Services whose input changed since the last sync; ``retranslate``: translate
         every Service again (first sync, new settings). Node addresses that changed imply it."""
         started = time.monotonic()
-        states = self.kernel.dump()
-        self.observed = {s.server.key: s for s in states}
-        self.bound = set(self.kernel.bound_addresses())
-        self.local = set(self.kernel.node_addresses())
+        observed = observe(self.kernel)
+        self.observed = dict(observed.services)
+        self.bound = set(observed.bound)
+        self.local = set(observed.local)
         node_ips = self.settings.node_ips or self._node_ips()
         refs = self.world.service_refs() | set(self.entries) | set(self._owned_by_ref)
         if retranslate or node_ips != self.node_ips:
@@ -226,12 +226,7 @@ class Engine:
                 else:
                     self.observed[key] = state
         wanted = {key: w for key in keys if (w := self._winner(key)) is not None}
-        clashes = [
-            Problem(e.origin, "spec", f"virtual server {key} is already used by {wanted[key].owner}; left to it")
-            for key in wanted
-            for ref, e in self.claims[key].items()
-            if e is not wanted[key]
-        ]
+        clashes = [clash(key, e, w) for key, w in wanted.items() for e in self.claims[key].values() if e is not w]
         held = frozenset(self.held | self.world.problem_refs())
         desired = Desired(wanted, (), held, self.world.incomplete)
         observed = Observed(

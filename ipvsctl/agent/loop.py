@@ -100,7 +100,7 @@ class Agent:
         retranslate = True
         while not self.stop.is_set():
             now = self.monotonic()
-            changes_pending = self._pending()
+            changes_pending = self.world.has_changes()
             action, wake = next_step(
                 self.timing, self.clocks, now, changes_pending, self.engine.draining, self.engine.next_retry()
             )
@@ -126,9 +126,6 @@ class Agent:
                 ok = self._run("drain", self.engine.drain)
             if not ok:
                 self.world.touch(changes.services)  # not lost: the next step takes them again
-
-    def _pending(self) -> bool:
-        return self.world.has_changes()
 
     def _run(self, kind: str, step: Callable[[], SyncReport]) -> bool:
         started = self.monotonic()

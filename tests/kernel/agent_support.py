@@ -10,24 +10,23 @@ need no site-packages, and nothing sleeps for correctness (``wait_for`` polls a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from netns import CLIENT_NETNS, NODE_CLIENT_V4, CommandError
+from netns import CLIENT_NETNS, NODE_CLIENT_V4, CommandError, _readline, _terminate
 
-T = TypeVar("T")
+from tests.conftest import wait_for as shared_wait_for
 
 NODE_NAME = "node-a"
 NAMESPACE = "t"
@@ -42,24 +41,8 @@ STOP_TIMEOUT = 60.0
 # --- waiting ---------------------------------------------------------------------------------
 
 
-def wait_for(
-    condition: Callable[[], T],
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    describe: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``condition`` until it returns something truthy, and return that; fail after ``timeout``
-    seconds saying ``what`` was awaited (and ``describe()``, e.g. the state last seen)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f": {describe()}" if describe else f" (last value {value!r})"
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
-        time.sleep(interval)
+# The kernel suite polls slower than the unit tests: its conditions run commands.
+wait_for = functools.partial(shared_wait_for, interval=0.1)
 
 
 # --- manifests -------------------------------------------------------------------------------
@@ -323,37 +306,6 @@ while True:
 """
 
 
-def _readline(process: subprocess.Popen[str], timeout: float) -> str:
-    """One line of a child's stdout; CommandError (with its stderr) if none comes in time."""
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        if sel.select(timeout):
-            line = process.stdout.readline()
-            if line:
-                return line.strip()
-    _finish(process)
-    stderr = process.stderr.read() if process.stderr else ""
-    raise CommandError(f"{process.args!r}: no answer in {timeout:.0f} s: {stderr.strip()}")
-
-
-def _finish(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _close_pipes(process: subprocess.Popen[str]) -> None:
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-
-
 class EchoServer:
     """ECHO_SERVER in a backend's namespace."""
 
@@ -364,13 +316,12 @@ class EchoServer:
         )  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        line = _readline(self.process, timeout)
+        line = _readline(self.process, timeout).strip()
         if line != "ready":
             raise CommandError(f"echo server did not start: {line!r}")
 
     def stop(self) -> None:
-        _finish(self.process)
-        _close_pipes(self.process)
+        _terminate(self.process)
 
 
 class EchoConnection:
@@ -382,7 +333,7 @@ class EchoConnection:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.timeout = timeout
-        words = _readline(self.process, timeout).split()
+        words = _readline(self.process, timeout).strip().split()
         if words[:1] != ["name"] or len(words) != 2:
             self.close()
             raise CommandError(f"echo client: unexpected first line {words!r}")
@@ -392,7 +343,7 @@ class EchoConnection:
         assert self.process.stdin is not None
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
-        return _readline(self.process, self.timeout).split()
+        return _readline(self.process, self.timeout).strip().split()
 
     def exchange(self, text: str) -> str:
         """Send one line on the held connection and return what came back (or "!error")."""
@@ -410,8 +361,7 @@ class EchoConnection:
         if self.process.poll() is None and self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
-        _finish(self.process)
-        _close_pipes(self.process)
+        _terminate(self.process)
 
 
 @contextlib.contextmanager

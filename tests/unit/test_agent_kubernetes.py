@@ -22,8 +22,8 @@ from ipvsctl.sources.kube.config import ClusterConfig
 from ipvsctl.sources.kube.reflector import Backoff
 from ipvsctl.sources.kube.source import SOURCE, KubeSource
 from ipvsctl.state import Store
-from tests.conftest import ip
-from tests.fakeapi import ENDPOINT_SLICES, NODES, SERVICES, FakeApi, endpoint_slice, node, service, wait_for
+from tests.conftest import ip, wait_for
+from tests.fakeapi import ENDPOINT_SLICES, NODES, SERVICES, FakeApi, endpoint_slice, node, service
 
 FAST = Backoff(initial=0.01, cap=0.05, jitter=0.0)
 WEB = ServiceKey(Protocol.TCP, ip("10.96.0.10"), 80)

@@ -21,7 +21,7 @@ from ipvsctl.model.ipvs import Protocol, ServiceKey
 from ipvsctl.settings import Settings
 from ipvsctl.sources.directory import SOURCE, DirectorySource
 from ipvsctl.state import Store
-from tests.conftest import ip
+from tests.conftest import ip, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 T = Timing(min_sync_period=1.0, sync_period=30.0, drain_check=2.0)
@@ -98,14 +98,6 @@ def running(tmp_path: Path) -> Iterator[tuple[Running, Path]]:
     r.close()
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 WEB = ServiceKey(Protocol.TCP, ip("198.51.100.10"), 80)
 
 
@@ -116,28 +108,28 @@ def reals(k: MemoryKernel, key: ServiceKey) -> set[str]:
 
 def test_added_changed_and_removed_files_reach_the_kernel(running: tuple[Running, Path]) -> None:
     r, d = running
-    eventually(lambda: "full" in r.syncs)
+    wait_for(lambda: "full" in r.syncs, 10)
     shutil.copy(EXAMPLES / "web.yaml", d / "web.yaml")
-    eventually(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"})
+    wait_for(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"}, 10)
     text = (d / "web.yaml").read_text().replace("203.0.113.12", "203.0.113.13")
     (d / "web.yaml").write_text(text)
-    eventually(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.13"})
+    wait_for(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.13"}, 10)
     (d / "web.yaml").unlink()
-    eventually(lambda: r.kernel.get(WEB) is None)
+    wait_for(lambda: r.kernel.get(WEB) is None, 10)
 
 
 def test_a_malformed_file_keeps_its_last_good_content(running: tuple[Running, Path]) -> None:
     r, d = running
     shutil.copy(EXAMPLES / "web.yaml", d / "web.yaml")
     shutil.copy(EXAMPLES / "dns-udp.yaml", d / "dns.yaml")
-    eventually(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"})
+    wait_for(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"}, 10)
     (d / "web.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web\n")  # broken YAML
-    eventually(lambda: any("invalid YAML" in str(p) for p in r.world.problems()))
+    wait_for(lambda: any("invalid YAML" in str(p) for p in r.world.problems()), 10)
     (d / "dns.yaml").unlink()  # other files still work
-    eventually(lambda: not any(s.server.key.protocol == Protocol.UDP for s in r.kernel.dump()))
+    wait_for(lambda: not any(s.server.key.protocol == Protocol.UDP for s in r.kernel.dump()), 10)
     assert reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"}
     shutil.copy(EXAMPLES / "web.yaml", d / "web.yaml")
-    eventually(lambda: not r.world.problems())
+    wait_for(lambda: not r.world.problems(), 10)
     assert reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.12"}
 
 
@@ -147,14 +139,14 @@ def test_a_burst_of_writes_is_coalesced(tmp_path: Path) -> None:
     d.mkdir()
     r = Running(d, tmp_path / "state", min_sync=2.0)
     try:
-        eventually(lambda: "full" in r.syncs)
+        wait_for(lambda: "full" in r.syncs, 10)
         time.sleep(0.1)
         before = len(r.syncs)
         base = (EXAMPLES / "web.yaml").read_text()
         for n in range(10):
             (d / "web.yaml").write_text(base.replace("203.0.113.12", f"203.0.113.{20 + n}"))
             time.sleep(0.02)
-        eventually(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.29"})
+        wait_for(lambda: reals(r.kernel, WEB) == {"203.0.113.11", "203.0.113.29"}, 10)
         assert 1 <= r.syncs[before:].count("partial") <= 2
     finally:
         r.close()
@@ -162,7 +154,7 @@ def test_a_burst_of_writes_is_coalesced(tmp_path: Path) -> None:
 
 def test_stop_ends_the_agent_quickly(running: tuple[Running, Path]) -> None:
     r, _ = running
-    eventually(lambda: "full" in r.syncs)
+    wait_for(lambda: "full" in r.syncs, 10)
     started = time.monotonic()
     r.close()
     assert time.monotonic() - started < 5

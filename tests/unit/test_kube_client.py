@@ -17,7 +17,8 @@ import yaml
 
 from ipvsctl.sources.kube.client import ApiError, Cancel, Client, ConnectionLost, Gone
 from ipvsctl.sources.kube.config import ClusterConfig, KubeConfigError, load_config
-from tests.fakeapi import NODES, SERVICES, Certs, FakeApi, make_certs, node, service, wait_for
+from tests.conftest import wait_for
+from tests.fakeapi import NODES, SERVICES, Certs, FakeApi, make_certs, node, service
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from ipvsctl.sources.kube.client import Client
 from ipvsctl.sources.kube.config import ClusterConfig
 from ipvsctl.sources.kube.reflector import Backoff, Reflector
 from ipvsctl.sources.kube.source import SOURCE, KubeSource
-from tests.fakeapi import ENDPOINT_SLICES, NODES, SERVICES, FakeApi, endpoint_slice, node, service, wait_for
+from tests.conftest import wait_for
+from tests.fakeapi import ENDPOINT_SLICES, NODES, SERVICES, FakeApi, endpoint_slice, node, service
 
 FAST = Backoff(initial=0.01, cap=0.05, jitter=0.0)
 
