@@ -75,28 +75,33 @@ def settle(
     return Ownership(services, frozenset(addresses), draining)
 
 
+Write = Callable[[Ownership, Ownership], None]
+
+
 def execute(
     p: Plan,
     kernel: Kernel,
-    store: Store,
     owned: Ownership,
+    write: Write,
     on_flush: Callable[[int], None] | None = None,
 ) -> tuple[list[KernelError | None], Ownership]:
     """Record intent, write to the kernel, record the outcome. Returns the results and the record now held.
 
-    Then flush the UDP conntrack entries of removed real servers (``flush_udp_conntrack``);
-    ``on_flush`` gets the number of entries each flush deleted."""
+    ``write(before, after)`` records a change of the record: ``Store.save(after)`` for the
+    whole record, or a journal patch when ``owned`` and the plan's target are a slice of it
+    (the agent's partial syncs). Then flush the UDP conntrack entries of removed real servers
+    (``flush_udp_conntrack``); ``on_flush`` gets the number of entries each flush deleted."""
     intent = Ownership(
         {**owned.services, **p.target.services},
         owned.addresses | p.target.addresses,
         {**owned.draining, **p.target.draining},
     )
     if intent != owned:
-        store.save(intent)
+        write(owned, intent)
     results = kernel.execute(p.ops) if p.ops else []
     final = settle(owned, p.target, p.ops, results)
     if final != intent:
-        store.save(final)
+        write(intent, final)
     flush_udp_conntrack(kernel, p.ops, results, on_flush)
     return results, final
 
@@ -151,5 +156,5 @@ def sync(
         return Result(p, (), owners)
     if settings.set_sysctls:
         kernel.set_sysctls(DEFAULT_SYSCTLS)
-    results, _ = execute(p, kernel, store, owned)
+    results, _ = execute(p, kernel, owned, lambda _before, after: store.save(after))
     return Result(p, tuple(r for r in results if r is not None), owners)

@@ -1,10 +1,17 @@
 """The ownership record and the write lock, under the state directory (/run/ipvsctl).
 
 IPVS has no owner tag, so this record is the only way to know what ipvsctl created. It lives
-in /run on purpose: IPVS state vanishes at reboot, and so does the record. Writes are atomic
-(temporary file, fsync, rename), and callers record intent *before* the kernel write, so a
-crash at any instant leaves at worst a claim on something that does not exist (forgotten on
-the next run), never an object we created but do not know about.
+in /run on purpose: IPVS state vanishes at reboot, and so does the record. Callers record
+intent *before* the kernel write, so a crash at any instant leaves at worst a claim on
+something that does not exist (forgotten on the next run), never an object we created but do
+not know about.
+
+Two files: ``owned.json``, the whole record, replaced atomically (temporary file, fsync,
+rename); and ``owned.journal``, patches appended since (one JSON line each, fsynced): "drop
+these entries, then put these". The agent changes a few virtual servers at a time and appends
+a patch, so its cost does not grow with the number of Services; every full write empties the
+journal. A crash can tear only the last line, which loading then ignores; replaying a patch
+the snapshot already holds changes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ipvsctl.model.ipvs import Protocol, RealKey, ServiceKey
 from ipvsctl.plan import DrainKey, Ownership
 
 RECORD = "owned.json"
+JOURNAL = "owned.journal"
 LOCK = "lock"
 VERSION = 1
 
@@ -73,14 +81,46 @@ def decode(raw: dict[str, Any]) -> Ownership:
     return Ownership(services, addresses, draining)
 
 
+def patched(owned: Ownership, drop: Ownership, put: Ownership) -> Ownership:
+    """``owned`` without drop's entries, then with put's (what one journal line does)."""
+    services = {k: o for k, o in owned.services.items() if k not in drop.services}
+    services.update(put.services)
+    draining = {k: t for k, t in owned.draining.items() if k not in drop.draining}
+    draining.update(put.draining)
+    return Ownership(services, (owned.addresses - drop.addresses) | put.addresses, draining)
+
+
 class Store:
     """Reads and writes the ownership record in one state directory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / RECORD
+        self.journal = directory / JOURNAL
+        self.patches = 0  # lines in the journal (as loaded, plus appended since)
 
     def load(self) -> Ownership:
+        owned = self._load_snapshot()
+        try:
+            lines = self.journal.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as err:
+            raise StateError(f"cannot read {self.journal}: {err.strerror}") from None
+        self.patches = 0
+        for number, line in enumerate(lines, 1):
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                continue  # torn by a crash mid-append: that write never completed, nor what followed it
+            try:
+                owned = patched(owned, decode(raw["drop"]), decode(raw["put"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise self._damaged(self.journal, f"line {number}: {err}") from None
+            self.patches += 1
+        return owned
+
+    def _load_snapshot(self) -> Ownership:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -90,12 +130,17 @@ class Store:
         try:
             return decode(json.loads(text))
         except (ValueError, KeyError, TypeError) as err:
-            raise StateError(
-                f"{self.path} is damaged ({err}); move it aside to start over "
-                "(ipvsctl will then treat every existing virtual server as foreign)"
-            ) from None
+            raise self._damaged(self.path, str(err)) from None
+
+    @staticmethod
+    def _damaged(path: Path, why: str) -> StateError:
+        return StateError(
+            f"{path} is damaged ({why}); move owned.json and owned.journal aside to start over "
+            "(ipvsctl will then treat every existing virtual server as foreign)"
+        )
 
     def save(self, owned: Ownership) -> None:
+        """Write the whole record, then empty the journal (the record holds its patches)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
             tmp = self.path.with_suffix(".tmp")
@@ -104,8 +149,29 @@ class Store:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
+            if self.patches or self.journal.exists():
+                self.journal.unlink(missing_ok=True)
+            self.patches = 0
         except OSError as err:
             raise StateError(f"cannot write {self.path}: {err.strerror}") from None
+
+    def append(self, drop: Ownership, put: Ownership) -> None:
+        """Record a patch: drop's entries leave the record, then put's enter it."""
+        line = json.dumps({"drop": encode(drop), "put": encode(put)}, separators=(",", ":")) + "\n"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+            fd = os.open(self.journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line  # a torn line from a crash stays on its own line
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StateError(f"cannot write {self.journal}: {err.strerror}") from None
+        self.patches += 1
 
     @contextlib.contextmanager
     def locked(self, timeout: float) -> Iterator[None]:

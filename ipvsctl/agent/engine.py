@@ -35,6 +35,7 @@ from ipvsctl.state import Store
 from ipvsctl.translate import clash, service_entries
 
 from .cache import advance
+from .ledger import Ledger
 from .world import ServiceRef, World
 
 log = logs.get()
@@ -75,7 +76,7 @@ class Engine:
     world: World
     clock: Callable[[], float] = time.time  # wall clock: drain start times are kept in the record
     on_flush: Callable[[int], None] | None = None  # told how many UDP conntrack entries each flush deleted
-    owned: Ownership = field(init=False)
+    ledger: Ledger = field(init=False)  # the ownership record, as last written
     # per Service: the virtual servers it asks for (its translation)
     entries: dict[ServiceRef, dict[ServiceKey, DesiredService]] = field(init=False, default_factory=dict)
     problems: dict[ServiceRef, list[Problem]] = field(init=False, default_factory=dict)
@@ -92,10 +93,17 @@ class Engine:
         init=False, default_factory=lambda: defaultdict(set)
     )
     _ref_of: dict[ServiceKey, ServiceRef] = field(init=False, default_factory=dict)
+    _claimed_at: defaultdict[IPAddress, set[ServiceKey]] = field(init=False, default_factory=lambda: defaultdict(set))
+    _owned_reals: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self.owned = self.store.load()
-        self._index_owned(self.owned.services, ())
+        self.ledger = Ledger(self.store.load())
+        self._index_owned(self.ledger.services, ())
+
+    @property
+    def owned(self) -> Ownership:
+        """The whole ownership record (a copy: O(Services))."""
+        return self.ledger.whole()
 
     # --- the three kinds of sync ---
 
@@ -124,14 +132,14 @@ class Engine:
             fresh = self._retranslate(refs)
         else:
             fresh = self._retranslate(set(changed))
-        keys = set(self.claims) | set(self.owned.services)
+        keys = set(self.claims) | set(self.ledger.services)
         report = self._reconcile(keys, full=True, considered=refs, fresh=fresh)
         return replace(report, kind="full", services=len(refs), seconds=time.monotonic() - started)
 
     def drain(self) -> SyncReport:
         """Re-plan virtual servers with draining real servers: delete the idle and the timed out."""
         started = time.monotonic()
-        keys = {key for key, _ in self.owned.draining}
+        keys = {key for key, _ in self.ledger.draining}
         refs = {self._ref_of[k] for k in keys if k in self._ref_of}
         report = self._reconcile(keys, full=False, considered=refs)
         return replace(report, kind="drain", seconds=time.monotonic() - started)
@@ -140,7 +148,7 @@ class Engine:
 
     @property
     def draining(self) -> bool:
-        return bool(self.owned.draining)
+        return bool(self.ledger.draining)
 
     def due_retries(self, now: float) -> set[ServiceRef]:
         return {ref for ref, r in self.retries.items() if r.due <= now}
@@ -151,15 +159,18 @@ class Engine:
     def input_problems(self) -> list[Problem]:
         return [*self.world.problems(), *(p for ps in self.problems.values() for p in ps)]
 
-    def owned_reals(self) -> int:
-        """Real servers in owned virtual servers, as last read."""
-        observed = self.observed
-        return sum(len(observed[k].real_servers) for k in self.owned.services if k in observed)
+    def owned_counts(self) -> tuple[int, int, int]:
+        """Owned virtual servers, the real servers in them (as last read or since written), draining real servers."""
+        return len(self.ledger.services), self._owned_reals, len(self.ledger.draining)
 
     def owner_states(self) -> list[tuple[Owner, VirtualServerState]]:
         """Owned virtual servers as last read from the kernel (for metrics)."""
-        owners = self.owned.services
+        owners = self.ledger.services
         return [(owners[k], s) for k, s in list(self.observed.items()) if k in owners]
+
+    def _count_reals(self, keys: Iterable[ServiceKey]) -> int:
+        observed, owners = self.observed, self.ledger.services
+        return sum(len(observed[k].real_servers) for k in keys if k in owners and k in observed)
 
     # --- internals ---
 
@@ -189,7 +200,8 @@ class Engine:
                     log.error("service rejected", service=f"{ref[0]}/{ref[1]}", problem=str(problems[-1]))
             for key, entry in new.items():
                 self.claims[key][ref] = entry
-            keys |= new.keys()
+                self._claimed_at[key.address].add(key)
+            keys.update(new)
             if new:
                 self.entries[ref] = new
             if problems:
@@ -204,6 +216,7 @@ class Engine:
             claimants.pop(ref, None)
             if not claimants:
                 del self.claims[key]
+                Ledger._forget(self._claimed_at, key.address, key)
 
     def _winner(self, key: ServiceKey) -> DesiredService | None:
         claimants = self.claims.get(key)
@@ -218,6 +231,7 @@ class Engine:
         (their operations are not drift repairs)."""
         if not keys:
             return SyncReport("", 0, 0)
+        before = 0 if full else self._count_reals(keys)
         if not full:
             for key in keys:
                 state = self.kernel.get(key)
@@ -229,17 +243,27 @@ class Engine:
         clashes = [clash(key, e, w) for key, w in wanted.items() for e in self.claims[key].values() if e is not w]
         held = frozenset(self.held | self.world.problem_refs())
         desired = Desired(wanted, (), held, self.world.incomplete)
+        # A partial plan binds or unbinds only its own keys' addresses: it needs to know only those.
+        bound = self.bound if full else {k.address for k in keys} & self.bound
         observed = Observed(
-            {k: self.observed[k] for k in keys if k in self.observed}, frozenset(self.bound), frozenset(self.local)
+            {k: self.observed[k] for k in keys if k in self.observed}, frozenset(bound), frozenset(self.local)
         )
-        sub = self._owned_part(keys)
+        sub = self.ledger.whole() if full else self.ledger.part(keys, lambda a: self._claimed_outside(a, keys))
         now = self.clock()
         p = plan(desired, observed, sub, adopt=self.settings.adopt, now=now, drain_timeout=self.settings.drain_timeout)
-        target = self._merge(sub, p.target)
-        results, final = execute(replace(p, target=target), self.kernel, self.store, self.owned, self.on_flush)
+        if full:
+            results, final = execute(p, self.kernel, sub, lambda _b, after: self.store.save(after), self.on_flush)
+            if self.store.patches:
+                self.store.save(final)  # fold the journal into the record
+            self.ledger = Ledger(final)
+        else:
+            results, final = execute(p, self.kernel, sub, self._patch, self.on_flush)
         self._index_owned(final.services, keys)
-        self.owned = final
         advance(self.observed, p.ops, results)
+        if full:
+            self._owned_reals = self._count_reals(self.ledger.services)
+        else:
+            self._owned_reals += self._count_reals(keys) - before
         for op, res in zip(p.ops, results, strict=True):
             if res is None and isinstance(op, BindAddress):
                 self.bound.add(op.address)
@@ -249,32 +273,21 @@ class Engine:
         failed = self._track_failures(p, results, considered)
         for err in errors:
             key = service_of(err.op)
-            owner = wanted[key].owner if key in wanted else self.owned.services.get(key) if key else None
+            owner = wanted[key].owner if key in wanted else self.ledger.services.get(key) if key else None
             log.error("kernel refused an operation", service=str(owner) if owner else None, error=err.message)
         repairs = self._count_repairs(p, sub, fresh or set()) if full else 0
         return SyncReport(
             "", 0, len(keys), p.ops, tuple(results), errors, tuple(sorted(failed)), (*p.conflicts, *clashes), repairs
         )
 
-    def _owned_part(self, keys: set[ServiceKey]) -> Ownership:
-        """The slice of the ownership record that concerns these virtual servers."""
-        owned = self.owned
-        services = {k: owned.services[k] for k in keys if k in owned.services}
-        addresses = {k.address for k in keys} & owned.addresses
-        # An address another (not re-planned) virtual server still needs stays bound.
-        in_use = {k.address for k in owned.services if k not in keys and k.address in addresses}
-        in_use |= {k.address for k in self.claims if k not in keys and k.address in addresses}
-        draining = {dk: t for dk, t in owned.draining.items() if dk[0] in keys}
-        return Ownership(services, frozenset(addresses - in_use), draining)
+    def _claimed_outside(self, address: IPAddress, keys: set[ServiceKey]) -> bool:
+        """Does a Service want a virtual server at this address other than these?"""
+        return any(k not in keys for k in self._claimed_at.get(address, ()))
 
-    def _merge(self, sub: Ownership, target: Ownership) -> Ownership:
-        owned = self.owned
-        services = {k: o for k, o in owned.services.items() if k not in sub.services}
-        services.update(target.services)
-        addresses = (owned.addresses - sub.addresses) | target.addresses
-        draining = {dk: t for dk, t in owned.draining.items() if dk not in sub.draining}
-        draining.update(target.draining)
-        return Ownership(services, frozenset(addresses), draining)
+    def _patch(self, before: Ownership, after: Ownership) -> None:
+        """A partial sync's change of the record: a journal line, and the same patch in memory."""
+        self.store.append(before, after)
+        self.ledger.patch(before, after)
 
     def _index_owned(self, services: Mapping[ServiceKey, Owner], keys: Iterable[ServiceKey]) -> None:
         """Keep the Service → owned keys index in step for the re-planned keys (all keys at start)."""

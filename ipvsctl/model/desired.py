@@ -8,7 +8,7 @@ from ipvsctl.errors import Origin, Problem
 from ipvsctl.model.ipvs import RealServer, ServiceKey, VirtualServer
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Owner:
     """The Service port a virtual server was made for."""
 
@@ -24,7 +24,7 @@ class Owner:
         return f"{self.namespace}/{self.name}:{self.port_name}" if self.port_name else f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredService:
     server: VirtualServer
     reals: tuple[RealServer, ...]
@@ -33,7 +33,7 @@ class DesiredService:
     origin: Origin = field(default=Origin("<memory>", 0), compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Desired:
     services: dict[ServiceKey, DesiredService] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()

@@ -74,7 +74,7 @@ def address_sort_key(address: IPAddress) -> tuple[int, int]:
     return (address.version, int(address))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceKey:
     """Identity of a virtual server: (protocol, address, port), or a firewall mark.
 
@@ -86,6 +86,14 @@ class ServiceKey:
     address: IPAddress
     port: int
     fwmark: int = 0
+    # Keys are hashed on every dict lookup of a sync, and ipaddress hashes through hex(): keep it.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((int(self.address), self.port, self.protocol, self.fwmark)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def family(self) -> int:
@@ -102,12 +110,15 @@ class ServiceKey:
         return f"{proto} {host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RealKey:
     """Identity of a real server within its virtual server."""
 
     address: IPAddress
     port: int
+
+    def __hash__(self) -> int:
+        return hash((int(self.address), self.port))
 
     def sort_key(self) -> tuple[int, int, int]:
         return (*address_sort_key(self.address), self.port)
@@ -117,7 +128,7 @@ class RealKey:
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualServer:
     """The configurable attributes of a virtual server (what ``ipvsadm -A/-E`` sets)."""
 
@@ -144,7 +155,7 @@ class VirtualServer:
         return 0xFFFFFFFF if self.key.address.version == 4 else 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RealServer:
     """The configurable attributes of a real server (what ``ipvsadm -a/-e`` sets)."""
 
@@ -164,7 +175,7 @@ class RealServer:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stats:
     """IPVS 64-bit counters and rates (``IPVS_STATS_ATTR_*``)."""
 
@@ -180,7 +191,7 @@ class Stats:
     outbps: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RealServerState:
     """A real server as read back from the kernel: config plus live counters."""
 
@@ -191,7 +202,7 @@ class RealServerState:
     stats: Stats = field(default_factory=Stats)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualServerState:
     """A virtual server as read back from the kernel, with its real servers."""
 

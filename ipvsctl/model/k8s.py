@@ -8,7 +8,7 @@ from ipvsctl.errors import Origin, Problem
 from ipvsctl.model.ipvs import IPAddress, Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     name: str
     protocol: Protocol
@@ -17,7 +17,7 @@ class ServicePort:
     node_port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     namespace: str
     name: str
@@ -45,14 +45,14 @@ class Service:
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointPort:
     name: str
     port: int
     protocol: Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     addresses: tuple[IPAddress, ...]
     ready: bool = True
@@ -61,7 +61,7 @@ class Endpoint:
     node_name: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSlice:
     """An EndpointSlice, or a v1 Endpoints subset converted to the same shape."""
 
@@ -74,7 +74,7 @@ class EndpointSlice:
     origin: Origin = field(default=Origin("<memory>", 0), compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything read from the sources in one go, with what was wrong in it."""
 

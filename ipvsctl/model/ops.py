@@ -7,47 +7,47 @@ from dataclasses import dataclass
 from ipvsctl.model.ipvs import IPAddress, RealKey, RealServer, ServiceKey, VirtualServer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddService:
     server: VirtualServer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EditService:
     server: VirtualServer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteService:
     key: ServiceKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AddReal:
     service: ServiceKey
     server: RealServer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EditReal:
     service: ServiceKey
     server: RealServer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteReal:
     service: ServiceKey
     key: RealKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BindAddress:
     """Put a virtual address on the dummy interface so the node accepts it."""
 
     address: IPAddress
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UnbindAddress:
     address: IPAddress
 

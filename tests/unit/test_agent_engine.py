@@ -305,3 +305,29 @@ def test_addresses_shared_by_services_stay_bound_until_the_last_goes(h: Harness)
     assert h.engine.owned.addresses == frozenset()
 
 
+
+
+def test_partial_syncs_append_to_the_journal_and_a_restart_reads_the_same_record(h: Harness) -> None:
+    """A partial sync costs a journal line, not a rewrite of the whole record; the record a
+    restarted agent loads equals the live one; the next full resync folds the journal in."""
+    for n in range(5):
+        h.put(service(f"s{n}", f"10.0.2.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True, "203.0.113.2": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    snapshot = h.store.path.read_bytes()
+    assert not h.store.journal.exists()
+    key = tcp("10.0.2.3")
+    h.kernel.set_conns(key, RealKey(ip("203.0.113.2"), 8080), active=1)
+    h.put(endpoints("s3", {"203.0.113.1": True, "203.0.113.2": False}))  # starts draining: recorded
+    h.sync()
+    h.remove("Service", "s4")
+    h.remove("EndpointSlice", "s4-1")
+    h.sync()
+    assert h.store.path.read_bytes() == snapshot
+    assert len(h.store.journal.read_text().splitlines()) >= 2
+    live = h.engine.owned
+    assert set(live.draining) == {(key, RealKey(ip("203.0.113.2"), 8080))}
+    assert tcp("10.0.2.4") not in live.services and ip("10.0.2.4") not in live.addresses
+    assert Store(h.store.directory).load() == live
+    h.engine.resync()
+    assert not h.store.journal.exists()
+    assert Store(h.store.directory).load() == h.engine.owned == live

@@ -94,12 +94,12 @@ def test_failed_delete_real_is_not_flushed(kernel: MemoryKernel, run: Callable[[
 def test_on_flush_gets_each_count(kernel: MemoryKernel, tmp_path: Path) -> None:
     store = Store(tmp_path)
     first = plan(desired({DNS: (BE1, BE2)}), observe(kernel), store.load())
-    results, owned = execute(first, kernel, store, store.load())
+    results, owned = execute(first, kernel, store.load(), lambda _b, after: store.save(after))
     assert results == [None] * len(first.ops)
     kernel.set_conntrack_count(DNS, BE1, 3)
     counts: list[int] = []
     second = plan(desired({DNS: (BE2,)}), observe(kernel), owned)
-    results, _ = execute(second, kernel, store, owned, on_flush=counts.append)
+    results, _ = execute(second, kernel, owned, lambda _b, after: store.save(after), on_flush=counts.append)
     assert results == [None]
     assert counts == [3]
     assert kernel.flushed == [(DNS, BE1)]

@@ -289,3 +289,18 @@ def test_empty_service_nest_is_a_decode_error() -> None:
     reply = codec._genl_message(FAMILY, codec.IPVS_CMD_NEW_SERVICE, 1, codec._attr(codec.IPVS_CMD_ATTR_SERVICE, b""))
     with pytest.raises(codec.DecodeError):
         codec.decode_service(reply, 0, len(reply))
+
+
+def test_fast_constructors_build_the_same_values_as_the_dataclass() -> None:
+    """The slot-setting constructors the decoder uses give values equal (and hashing equal) to the real ones."""
+    key = RealKey(ipaddress.ip_address("10.0.0.7"), 443)
+    fast_key = codec._new_real_key(ipaddress.ip_address("10.0.0.7"), 443)
+    assert codec._new_real_key is not RealKey  # the fast path is really in use
+    assert fast_key == key and hash(fast_key) == hash(key) and type(fast_key) is RealKey
+    server = RealServer(key, 5, Forward.ROUTE, 10, 2)
+    assert codec._new_real_server(key, 5, Forward.ROUTE, 10, 2) == server
+    stats = Stats(*range(10))
+    assert codec._new_stats(*range(10)) == stats
+    assert codec._new_real_state(server, 1, 2, 3, stats) == RealServerState(server, 1, 2, 3, stats)
+    with pytest.raises(ValueError):
+        codec._new_real_key(ipaddress.ip_address("10.0.0.7"))  # every field is required
