@@ -36,6 +36,7 @@ from operator import itemgetter
 from typing import Any
 
 from ipvsctl.model.ipvs import (
+    NO_STATS,
     Forward,
     IPAddress,
     Protocol,
@@ -596,7 +597,7 @@ class DecodeError(ValueError):
 # ports, the same scheduler names): cache the immutable objects.
 _ADDR_CACHE: dict[tuple[int, bytes], IPAddress] = {}
 _NAME_CACHE: dict[bytes, str] = {}
-_EMPTY_STATS = Stats()
+_EMPTY_STATS = NO_STATS
 _ZERO_V4 = ipaddress.IPv4Address(0)
 _ZERO_V6 = ipaddress.IPv6Address(0)
 _PROTOCOLS = {int(p): p for p in Protocol}

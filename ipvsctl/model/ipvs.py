@@ -191,6 +191,9 @@ class Stats:
     outbps: int = 0
 
 
+NO_STATS = Stats()  # shared: most real servers the agent has just written have no counters yet
+
+
 @dataclass(frozen=True, slots=True)
 class RealServerState:
     """A real server as read back from the kernel: config plus live counters."""
@@ -199,7 +202,7 @@ class RealServerState:
     active_conns: int = 0
     inactive_conns: int = 0
     persistent_conns: int = 0
-    stats: Stats = field(default_factory=Stats)
+    stats: Stats = NO_STATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,4 +211,4 @@ class VirtualServerState:
 
     server: VirtualServer
     real_servers: tuple[RealServerState, ...] = ()
-    stats: Stats = field(default_factory=Stats)
+    stats: Stats = NO_STATS
