@@ -148,7 +148,7 @@ def _run_locked(
     except KubeConfigError as err:  # names the file and the field
         typer.echo(f"error: {err}", err=True)
         return EXIT_USAGE
-    kernel.bound_addresses()  # connects (and imports pyroute2) now, so the first sync's time is its own
+    kernel.bound_addresses()  # connects now, so the first sync's time is its own
     if settings.set_sysctls:
         changed = kernel.set_sysctls(DEFAULT_SYSCTLS)
         if changed:

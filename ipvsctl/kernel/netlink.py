@@ -5,8 +5,11 @@ with messages built by ``codec``: consecutive IPVS operations are sent about
 256 to a ``sendmsg``, each with NLM_F_ACK and its own sequence number, and the
 acks are matched back by sequence number (the kernel answers every request of
 a batch, failures included, and carries on). Addresses on the dummy interface
-go through pyroute2's ``IPRoute``: few, and not on a hot path. So do conntrack
-entries (pyroute2's ``NFCTSocket``), deleted after a UDP real server is removed.
+(one per virtual address: thousands on a cold start) go the same way over a
+``NETLINK_ROUTE`` socket with messages built by ``rtnl``, and are listed with one
+rtnetlink dump. Only creating the dummy interface and setting it up go through
+pyroute2's ``IPRoute`` (once), and conntrack entries through pyroute2's
+``NFCTSocket``, deleted after a UDP real server is removed.
 """
 
 from __future__ import annotations
@@ -18,20 +21,20 @@ import logging
 import os
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from ipvsctl.kernel import codec
+from ipvsctl.kernel import codec, rtnl
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
 from ipvsctl.model.ipvs import IPAddress, Protocol, RealKey, ServiceKey, VirtualServerState, address_sort_key
 from ipvsctl.model.ops import (
+    AddressOperation,
     AddService,
     BindAddress,
     EditService,
     Operation,
-    UnbindAddress,
 )
 
 if TYPE_CHECKING:
@@ -40,19 +43,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10  # error acks carry only the request's header, not the whole request
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
+SOL_NETLINK = rtnl.SOL_NETLINK
+NETLINK_CAP_ACK = rtnl.NETLINK_CAP_ACK  # error acks carry only the request's header, not the whole request
 
 NO_IPVS = "this kernel has no IPVS: load it with `modprobe ip_vs` (CONFIG_IP_VS)"
 NO_PERMISSION = "IPVS refused us (EPERM): ipvsctl needs CAP_NET_ADMIN (run it as root)"
 
 BATCH = 256
-_BUFFER = 8 << 20
 _RECV_CHUNK = 1 << 20
-_IFA_F_NODAD = 0x02
-_IFF_LOOPBACK = 0x8
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 # errno of a kernel without conntrack or ctnetlink (nf_conntrack, nfnetlink, nf_conntrack_netlink)
 _NO_CONNTRACK = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL})
@@ -84,7 +82,8 @@ class NetlinkKernel:
         self._buf = bytearray(_RECV_CHUNK)
         self._view = memoryview(self._buf)
         self._tried_modules: set[str] = set()
-        self._iproute = None  # pyroute2.IPRoute, created on first address operation
+        self._route = rtnl.RouteSocket(timeout=timeout)  # addresses and links; opens on first use
+        self._iproute = None  # pyroute2.IPRoute, created only to create the dummy interface
         self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
 
@@ -99,7 +98,7 @@ class NetlinkKernel:
             raise KernelUnavailable(f"cannot open a generic netlink socket: {exc}") from exc
         try:
             sock.bind((0, 0))
-            _grow_buffers(sock)
+            rtnl.grow_buffers(sock)
             with contextlib.suppress(OSError):
                 sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             sock.settimeout(self._timeout)
@@ -177,6 +176,7 @@ class NetlinkKernel:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._route.close()
         if self._iproute is not None:
             self._iproute.close()
             self._iproute = None
@@ -272,15 +272,16 @@ class NetlinkKernel:
         results: list[KernelError | None] = [None] * len(ops)
         i = 0
         while i < len(ops):
-            op = ops[i]
-            if isinstance(op, BindAddress | UnbindAddress):
-                results[i] = self._address_op(op)
-                i += 1
-                continue
-            j = i
-            while j < len(ops) and j - i < BATCH and not isinstance(ops[j], BindAddress | UnbindAddress):
-                j += 1
-            self._run_batch(ops, i, j, results)
+            if isinstance(ops[i], AddressOperation):
+                j = i + 1
+                while j < len(ops) and isinstance(ops[j], AddressOperation):
+                    j += 1
+                results[i:j] = self._run_addresses(cast(Sequence[AddressOperation], ops[i:j]))
+            else:
+                j = i + 1
+                while j < len(ops) and j - i < BATCH and not isinstance(ops[j], AddressOperation):
+                    j += 1
+                self._run_batch(ops, i, j, results)
             i = j
         return results
 
@@ -308,7 +309,27 @@ class NetlinkKernel:
                 if code:
                     results[index] = KernelError(ops[index], code)
 
-    # --- addresses (rtnetlink through pyroute2) ---
+    # --- addresses (rtnetlink, our codec; pyroute2 only to create the dummy interface) ---
+
+    @contextlib.contextmanager
+    def _route_errors(self) -> Iterator[None]:
+        """Socket-level rtnetlink failures as KernelUnavailable (kernel errors per request are results)."""
+        try:
+            yield
+        except PermissionError as exc:
+            raise KernelUnavailable(NO_PERMISSION) from exc
+        except TimeoutError as exc:
+            raise KernelUnavailable("the kernel did not answer an rtnetlink request in time") from exc
+        except OSError as exc:  # ENOBUFS (replies lost), a dump that never came out consistent, ...
+            raise KernelUnavailable(f"rtnetlink failed: {exc}") from exc
+
+    def _links(self) -> list[rtnl.Link]:
+        with self._route_errors():
+            return self._route.links()
+
+    def _addresses(self, keep: Callable[[int], bool]) -> list[tuple[int, IPAddress]]:
+        with self._route_errors():
+            return self._route.addresses(keep)
 
     def _ipr(self):
         if self._iproute is None:
@@ -317,82 +338,103 @@ class NetlinkKernel:
             self._iproute = IPRoute()
         return self._iproute
 
-    def _dummy_index(self, create: bool) -> int | None:
+    def _dummy_index(self, create: bool, links: Sequence[rtnl.Link] | None = None) -> int | None:
+        """The dummy interface's index (cached), None when it does not exist and ``create`` is
+        false; ``links``: a link dump to look in instead of taking one.
+
+        Raises _LinkFailed when creating it or setting it up failed."""
         if self._ifindex is not None:
             return self._ifindex
-        ipr = self._ipr()
-        found = ipr.link_lookup(ifname=self.interface)
-        if not found and create:
+        index = self._find_link(links)
+        if index is None and create:
             from pyroute2 import NetlinkError
 
             try:
-                ipr.link("add", ifname=self.interface, kind="dummy")
+                self._ipr().link("add", ifname=self.interface, kind="dummy")
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
-                    raise
-            found = ipr.link_lookup(ifname=self.interface)
-        if not found:
+                    raise _LinkFailed(exc.code) from exc
+            index = self._find_link(None)
+        if index is None:
             return None
         if create:
-            ipr.link("set", index=found[0], state="up")
-        self._ifindex = found[0]
-        return self._ifindex
+            from pyroute2 import NetlinkError
 
-    def _address_op(self, op: BindAddress | UnbindAddress) -> KernelError | None:
-        from pyroute2 import NetlinkError
+            try:
+                self._ipr().link("set", index=index, state="up")
+            except NetlinkError as exc:
+                raise _LinkFailed(exc.code) from exc
+        self._ifindex = index
+        return index
 
-        address = op.address
-        v4 = address.version == 4
-        try:
-            index = self._dummy_index(create=isinstance(op, BindAddress))
-            if index is None:
-                return KernelError(op, errno.EADDRNOTAVAIL)
-            kwargs = {
-                "index": index,
-                "address": str(address),
-                "prefixlen": 32 if v4 else 128,
-                "family": socket.AF_INET if v4 else socket.AF_INET6,
-            }
-            if isinstance(op, BindAddress):
-                if not v4:
-                    kwargs["flags"] = _IFA_F_NODAD
-                self._ipr().addr("add", **kwargs)
-            else:
-                self._ipr().addr("del", **kwargs)
-        except NetlinkError as exc:
-            if exc.code == errno.EPERM:
-                raise KernelUnavailable(NO_PERMISSION) from exc
-            if exc.code == errno.ENODEV:
-                self._ifindex = None
-            return KernelError(op, exc.code)
+    def _find_link(self, links: Sequence[rtnl.Link] | None) -> int | None:
+        for link in self._links() if links is None else links:
+            if link.name == self.interface:
+                return link.index
         return None
+
+    def _run_addresses(self, ops: Sequence[AddressOperation]) -> list[KernelError | None]:
+        """Bind and unbind addresses on the dummy interface: one rtnetlink request each, sent in batches.
+
+        The results are those of running them one by one: a bind creates the interface when it is
+        missing; an unbind when it is missing is EADDRNOTAVAIL; ENODEV (the interface went away
+        under the cached index) is the result of the first operation that meets it, the index is
+        forgotten, and the operations after it that failed the same way run again.
+        """
+        results: list[KernelError | None] = [None] * len(ops)
+        pending = list(range(len(ops)))
+        while pending:
+            binds = [isinstance(ops[i], BindAddress) for i in pending]
+            try:
+                index = self._dummy_index(create=any(binds))
+            except _LinkFailed as exc:
+                if exc.code == errno.EPERM:
+                    raise KernelUnavailable(NO_PERMISSION) from exc
+                for i, bind in zip(pending, binds, strict=True):
+                    results[i] = KernelError(ops[i], exc.code if bind else errno.EADDRNOTAVAIL)
+                break
+            if index is None:
+                for i in pending:
+                    results[i] = KernelError(ops[i], errno.EADDRNOTAVAIL)
+                break
+            changes = [rtnl.AddressChange(b, index, ops[i].address) for i, b in zip(pending, binds, strict=True)]
+            with self._route_errors():
+                codes = self._route.change_addresses(changes)
+            if errno.EPERM in codes:
+                raise KernelUnavailable(NO_PERMISSION)
+            gone = False
+            again: list[int] = []
+            for i, code in zip(pending, codes, strict=True):
+                if code == errno.ENODEV and gone:
+                    again.append(i)
+                    continue
+                if code == errno.ENODEV:
+                    gone = True
+                    self._ifindex = None
+                results[i] = KernelError(ops[i], code) if code else None
+            pending = again
+        return results
 
     def bound_addresses(self) -> set[IPAddress]:
         index = self._dummy_index(create=False)
         if index is None:
             return set()
-        return {addr for idx, addr in self._addresses() if idx == index}
+        return {addr for _idx, addr in self._addresses(lambda idx: idx == index)}
 
     def node_addresses(self) -> list[IPAddress]:
-        ipr = self._ipr()
-        loopbacks = {link["index"] for link in ipr.get_links() if link["flags"] & _IFF_LOOPBACK}
-        dummy = self._dummy_index(create=False)
+        links = self._links()
+        skip = {link.index for link in links if link.flags & rtnl.IFF_LOOPBACK}
+        dummy = self._dummy_index(create=False, links=links)
+        if dummy is not None:
+            skip.add(dummy)
         found: dict[IPAddress, None] = {}
-        for idx, addr in self._addresses():
-            if idx in loopbacks or idx == dummy or addr.is_loopback:
+        for _idx, addr in self._addresses(lambda idx: idx not in skip):
+            if addr.is_loopback:
                 continue
             if addr.version == 6 and addr in _LINK_LOCAL:
                 continue
             found[addr] = None
         return sorted(found, key=address_sort_key)
-
-    def _addresses(self) -> list[tuple[int, IPAddress]]:
-        out = []
-        for msg in self._ipr().get_addr():
-            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if text:
-                out.append((msg["index"], ipaddress.ip_address(text.split("%", 1)[0])))
-        return out
 
     # --- conntrack (ctnetlink through pyroute2) ---
 
@@ -469,17 +511,12 @@ class NetlinkKernel:
         return changed
 
 
-def _grow_buffers(sock: socket.socket) -> None:
-    """Big socket buffers: a dump of 100k destinations, or 256 acks, must not overflow them.
+class _LinkFailed(Exception):
+    """Creating the dummy interface, or setting it up, failed with this errno."""
 
-    SO_*BUFFORCE passes rmem_max/wmem_max (needs CAP_NET_ADMIN, which we need anyway).
-    """
-    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, _BUFFER)
-        except OSError:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
+    def __init__(self, code: int) -> None:
+        super().__init__(os.strerror(code))
+        self.code = code
 
 
 @dataclass(frozen=True)
