@@ -1,0 +1,441 @@
+"""The measurements, run as root on a kernel with IPVS (the test VM): they empty and reload
+IPVS, so never run them on a machine whose IPVS matters.
+
+Every measure returns a ``Timing``; one that fails (a tool exits non-zero, the kernel ends up
+different from the rule set, a wait times out) carries the reason instead of a time, and the
+benchmark goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ipvsctl.apply import observe
+from ipvsctl.bench import rules
+from ipvsctl.bench.results import Timing, failed
+from ipvsctl.kernel.netlink import NetlinkKernel
+from ipvsctl.model.ipvs import IPAddress, Protocol, ServiceKey, address_sort_key
+from ipvsctl.plan import plan
+from ipvsctl.settings import Settings
+from ipvsctl.sources.files import load
+from ipvsctl.state import Store
+from ipvsctl.translate import translate
+
+INTERFACE = "ipvsctl0"
+METRICS_ADDRESS = "127.0.0.1:19842"
+POLL = 0.02  # seconds between cheap kernel polls
+EVENT_POLL = 0.01
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (the kernel cannot be emptied, a tool is missing)."""
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def run(argv: Sequence[str], *, stdin: Any = None, timeout: float = 3600.0) -> subprocess.CompletedProcess[str]:
+    stdin = subprocess.DEVNULL if stdin is None else stdin
+    return subprocess.run(list(argv), stdin=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def tail(text: str, lines: int = 8) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+# --- the kernel: empty it, read it --------------------------------------------------------------
+
+
+def ip_vs_modules() -> list[str]:
+    """Loaded IPVS modules, the schedulers (and other ip_vs_* helpers) before ip_vs itself."""
+    names = [line.split()[0] for line in Path("/proc/modules").read_text().splitlines()]
+    return sorted(n for n in names if n.startswith("ip_vs_")) + [n for n in names if n == "ip_vs"]
+
+
+def reset_kernel() -> str:
+    """Empty IPVS, remove ipvsctl's dummy interface, and reload ip_vs so the kernel's trash list
+    of deleted destinations is empty too. Returns how it was done ("module reload", or a
+    fallback to ``ipvsadm -C`` with the reason)."""
+    run(["ipvsadm", "-C"])
+    if Path(f"/sys/class/net/{INTERFACE}").exists():
+        proc = run(["ip", "link", "del", INTERFACE])
+        if proc.returncode != 0:
+            raise BenchError(f"cannot delete {INTERFACE}: {tail(proc.stderr)}")
+    how = "module reload"
+    modules = ip_vs_modules()
+    proc = run(["modprobe", "-r", *modules]) if modules else None
+    if proc is not None and (proc.returncode != 0 or "ip_vs" in ip_vs_modules()):
+        how = f"ipvsadm -C only (modprobe -r failed: {tail(proc.stderr, 2) or 'ip_vs still loaded'})"
+    load_proc = run(["modprobe", "ip_vs"])
+    if load_proc.returncode != 0:
+        raise BenchError(f"modprobe ip_vs failed: {tail(load_proc.stderr)}")
+    run(["ipvsadm", "-C"])
+    left = saved_rules()
+    if left:
+        raise BenchError(f"IPVS is not empty after the reset: {left[:3]}")
+    return how
+
+
+def saved_rules() -> list[str]:
+    """``ipvsadm -Sn``, sorted: the kernel's IPVS table in a form any two tools can be compared in."""
+    proc = run(["ipvsadm", "-Sn"])
+    if proc.returncode != 0:
+        raise BenchError(f"ipvsadm -Sn failed: {tail(proc.stderr)}")
+    return sorted(line.strip() for line in proc.stdout.splitlines() if line.strip())
+
+
+def difference(expected: Sequence[str], actual: Sequence[str]) -> str | None:
+    """None when the sorted rule lists are equal, else a short description of how they differ."""
+    if list(expected) == list(actual):
+        return None
+    want, have = set(expected), set(actual)
+    missing = sorted(want - have)
+    extra = sorted(have - want)
+    return (
+        f"kernel state differs from the rule set ({len(actual)} lines, expected {len(expected)}; "
+        f"{len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unexpected, e.g. {extra[:2]})"
+    )
+
+
+def verified(timing: Timing, expected: Sequence[str], tool: str) -> Timing:
+    """``timing`` if the kernel now holds exactly ``expected``; a failure otherwise (no time)."""
+    if not timing.ok:
+        return timing
+    problem = difference(expected, saved_rules())
+    if problem:
+        say(f"MISMATCH after {tool}: {problem}; its time is not reported")
+        return failed(f"{tool}: {problem}")
+    return timing
+
+
+# --- cold programming ---------------------------------------------------------------------------
+
+
+def timed_process(
+    argv: Sequence[str],
+    *,
+    stdin_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 3600.0,
+) -> Timing:
+    """Wall time of one process from start to exit; a failure if it exits non-zero."""
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        started = time.perf_counter()
+        proc = subprocess.run(list(argv), stdin=stdin, capture_output=True, env=env, timeout=timeout, check=False)
+        elapsed = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        return failed(f"{argv[0]} did not finish within {timeout:g} s")
+    finally:
+        if stdin_path:
+            stdin.close()  # type: ignore[union-attr]
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")
+        return failed(f"{' '.join(argv[:3])}… exited {proc.returncode}: {tail(err)}")
+    return Timing((elapsed,))
+
+
+def cold_ipvsctl(ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str]) -> Timing:
+    return timed_process([*ipvsctl, "--state-dir", str(state_dir), "apply", "-f", str(manifests)], env=env)
+
+
+def cold_ipvsadm(rules_file: Path) -> Timing:
+    return timed_process(["ipvsadm", "-R"], stdin_path=rules_file)
+
+
+def service_key(svc: rules.BenchService) -> ServiceKey:
+    return ServiceKey(Protocol.TCP, ipaddress.ip_address(svc.vip), rules.PORT)
+
+
+def cold_keepalived(
+    config: Path,
+    workdir: Path,
+    services: Sequence[rules.BenchService],
+    expected: Sequence[str],
+    timeout: float = 3600.0,
+) -> Timing:
+    """keepalived's checker process from its start until every virtual server with all its real
+    servers is in the kernel (the moment a poll sees it: up to one poll interval late); verified
+    against ``expected`` before keepalived is stopped."""
+    log_path = workdir / "keepalived.log"
+    argv = [
+        "keepalived", "--check", "--dont-fork", "--dont-respawn", "--log-console", "--no-syslog",
+        "-f", str(config), "-p", str(workdir / "keepalived.pid"), "-c", str(workdir / "checkers.pid"),
+    ]  # fmt: skip
+    last = service_key(services[-1])
+    want_reals = len(services[-1].endpoints)
+    with NetlinkKernel(interface=INTERFACE) as kernel, open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        try:
+            done_at: float | None = None
+            while done_at is None:
+                state = kernel.get(last)
+                now = time.perf_counter()
+                complete = state is not None and len(state.real_servers) >= want_reals
+                if complete and len(kernel.dump(reals=False)) >= len(services):
+                    done_at = now
+                    break
+                if proc.poll() is not None:
+                    log_text = log_path.read_text("utf-8", "replace")
+                    return failed(f"keepalived exited {proc.returncode} early: {tail(log_text)}")
+                if now - started > timeout:
+                    return failed(f"keepalived did not program {len(services)} virtual servers within {timeout:g} s")
+                time.sleep(POLL)
+            result = verified(Timing((done_at - started,)), expected, "keepalived")
+        finally:
+            stop_group(proc, 600.0)
+    return result
+
+
+def stop_group(proc: subprocess.Popen[Any], wait: float) -> int:
+    """SIGTERM a process (and its group, if it leads one), then SIGKILL if it does not exit in time."""
+    for sig, grace in ((signal.SIGTERM, wait), (signal.SIGKILL, 30.0)):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig) if _leads_group(proc) else proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    return proc.wait()
+
+
+def _leads_group(proc: subprocess.Popen[Any]) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+# --- no-op resync -------------------------------------------------------------------------------
+
+
+def list_ipvsadm(repeats: int = 3) -> Timing:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        proc = subprocess.run(
+            ["ipvsadm", "-Ln"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+        )
+        samples.append(time.perf_counter() - started)
+        if proc.returncode != 0:
+            return failed(f"ipvsadm -Ln exited {proc.returncode}: {tail(proc.stderr.decode(errors='replace'))}")
+    return Timing(tuple(samples))
+
+
+def dump_diff(state_dir: Path, manifests: Path, repeats: int = 3) -> Timing:
+    """ipvsctl's full read of the kernel and its diff against the desired state (``observe`` +
+    ``plan``, the work of the agent's periodic resync and of ``ipvsctl diff`` minus parsing).
+    The manifests are loaded and translated once, untimed, the way ``ipvsctl diff`` does it."""
+    with NetlinkKernel(interface=INTERFACE) as kernel:
+        first = observe(kernel)
+        node_ips: tuple[IPAddress, ...] = tuple(sorted(first.local, key=address_sort_key))
+        settings = replace(Settings(state_dir=state_dir, set_sysctls=False), node_ips=node_ips)
+        desired = translate(load([str(manifests)]), settings)
+        if desired.problems:
+            return failed(f"the manifests have problems: {desired.problems[0]}")
+        owned = Store(state_dir).load()
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            observed = observe(kernel)
+            p = plan(
+                desired, observed, owned, adopt=settings.adopt, now=time.time(), drain_timeout=settings.drain_timeout
+            )
+            samples.append(time.perf_counter() - started)
+            if p.ops or p.conflicts:
+                return failed(
+                    f"plan() wants {len(p.ops)} operations and sees {len(p.conflicts)} conflicts on an unchanged kernel"
+                )
+    return Timing(tuple(samples))
+
+
+# --- one endpoint flip --------------------------------------------------------------------------
+
+
+def edit_ipvsadm(svc: rules.BenchService, repeats: int = 5) -> Timing:
+    """One ``ipvsadm -e`` process setting a real server's weight to 0 (restored after each, untimed)."""
+    target = ["-t", f"{svc.vip}:{rules.PORT}", "-r", f"{svc.endpoints[0]}:{rules.TARGET_PORT}", "-m"]
+    samples = []
+    for _ in range(repeats):
+        timing = timed_process(["ipvsadm", "-e", *target, "-w", "0"])
+        if not timing.ok:
+            return timing
+        samples.extend(timing.samples)
+        restore = run(["ipvsadm", "-e", *target, "-w", str(rules.WEIGHT)])
+        if restore.returncode != 0:
+            return failed(f"restoring the weight failed: {tail(restore.stderr)}")
+    return Timing(tuple(samples))
+
+
+class Agent:
+    """``ipvsctl agent`` on the manifest directory, its JSON log lines collected as they come."""
+
+    def __init__(
+        self, ipvsctl: Sequence[str], state_dir: Path, manifests: Path, log_path: Path, env: Mapping[str, str]
+    ) -> None:
+        argv = [
+            *ipvsctl, "--state-dir", str(state_dir), "--log-format", "json", "agent",
+            "--manifests", str(manifests), "--min-sync-period", "0", "--sync-period", "1h",
+            "--metrics-address", METRICS_ADDRESS,
+        ]  # fmt: skip
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._log.write(line)
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if isinstance(event, dict):
+                        self.events.append(event)
+        self._log.close()
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.events)
+
+    def find(self, match: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any] | None:
+        with self._lock:
+            return next((e for e in self.events[after:] if match(e)), None)
+
+    def tail(self, lines: int = 10) -> str:
+        with self._lock:
+            return " | ".join(self.lines[-lines:])
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float, what: str, after: int = 0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.find(match, after)
+            if found is not None:
+                return found
+            if not self.running():
+                raise BenchError(f"the agent exited {self.process.returncode} waiting for {what}: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out after {timeout:g} s waiting for {what}: {self.tail()}")
+            time.sleep(0.05)
+
+    def peak_rss_bytes(self) -> int | None:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return None
+
+    def stop(self) -> int:
+        code = stop_group(self.process, 120.0)
+        self._reader.join(30)
+        return code
+
+
+def is_sync(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: (
+        e.get("event") == "sync" and e.get("kind") == kind and (kind == "full" or e.get("operations", 0) >= 1)
+    )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` in one rename (a dot name without .yaml: the agent ignores the temporary)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Flip:
+    """One endpoint of one Service turning not ready (``ready`` False) or ready again."""
+
+    service: rules.BenchService
+    endpoint: int
+    ready: bool
+
+
+def flip_plan(services: Sequence[rules.BenchService], count: int = 5) -> list[Flip]:
+    """``count`` flips of endpoint 0, alternating between Services a quarter, half and three quarters
+    into the rule set: A down, B down, A up, B up, C down, …"""
+    n = len(services)
+    picks = list(dict.fromkeys(services[(n * k) // 4] for k in (1, 2, 3)))
+    out: list[Flip] = []
+    start = 0
+    while len(out) < count:
+        pair = dict.fromkeys((picks[start % len(picks)], picks[(start + 1) % len(picks)]))
+        out.extend(Flip(svc, 0, ready) for ready in (False, True) for svc in pair)
+        start += 2
+    return out[:count]
+
+
+def kernel_shows(kernel: NetlinkKernel, flip: Flip) -> bool:
+    """True once the kernel holds the flip's outcome: the real server gone (or quiescent at weight 0)
+    when it went not ready, present at full weight when it came back."""
+    state = kernel.get(service_key(flip.service))
+    if state is None:
+        return False
+    address = flip.service.endpoints[flip.endpoint]
+    weights = {str(r.server.key.address): r.server.weight for r in state.real_servers}
+    if flip.ready:
+        return weights.get(address) == rules.WEIGHT
+    return weights.get(address, 0) == 0
+
+
+def flips(
+    agent: Agent, manifests: Path, services: Sequence[rules.BenchService], count: int = 5, timeout: float = 600.0
+) -> tuple[Timing, Timing]:
+    """(the agent's own sync seconds, file write → kernel changed) for ``count`` endpoint flips."""
+    sync_samples: list[float] = []
+    e2e_samples: list[float] = []
+    down: dict[str, set[int]] = {}
+    with NetlinkKernel(interface=INTERFACE) as kernel:
+        for flip in flip_plan(services, count):
+            now_down = down.setdefault(flip.service.name, set())
+            (now_down.discard if flip.ready else now_down.add)(flip.endpoint)
+            after = agent.mark()
+            started = time.perf_counter()
+            write_atomically(manifests / flip.service.file_name, rules.manifest(flip.service, now_down))
+            changed_at: float | None = None
+            event: dict[str, Any] | None = None
+            while changed_at is None or event is None:
+                if changed_at is None and kernel_shows(kernel, flip):
+                    changed_at = time.perf_counter()
+                if event is None:
+                    event = agent.find(is_sync("partial"), after)
+                if not agent.running():
+                    raise BenchError(f"the agent exited {agent.process.returncode} during a flip: {agent.tail()}")
+                if time.perf_counter() - started > timeout:
+                    what = "the kernel to change" if changed_at is None else "the agent's sync log line"
+                    raise BenchError(f"timed out after {timeout:g} s waiting for {what}: {agent.tail()}")
+                time.sleep(EVENT_POLL)
+            sync_samples.append(float(event["seconds"]))
+            e2e_samples.append(changed_at - started)
+            state = "ready" if flip.ready else "not ready"
+            say(
+                f"  flip {flip.service.name} endpoint {flip.endpoint} → {state}: agent sync {event['seconds']:.4f} s, "
+                f"{event.get('operations')} operations; end to end {changed_at - started:.3f} s"
+            )
+    return Timing(tuple(sync_samples)), Timing(tuple(e2e_samples))

@@ -1,0 +1,156 @@
+"""The benchmark's results as values, and their JSON form (written in the guest, read on the host)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Repeated wall-clock samples of one measure, in seconds, or the reason it failed."""
+
+    samples: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.samples)
+
+    @property
+    def seconds(self) -> float | None:
+        """The median sample; None when the measure failed or was not taken."""
+        return statistics.median(self.samples) if self.ok else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "samples": list(self.samples), "error": self.error}
+
+    @staticmethod
+    def from_json(raw: dict[str, Any] | None) -> Timing:
+        if not raw:
+            return Timing()
+        return Timing(tuple(float(s) for s in raw.get("samples", [])), raw.get("error"))
+
+
+def failed(error: str) -> Timing:
+    return Timing((), error)
+
+
+@dataclass(frozen=True)
+class Size:
+    """Everything measured at one size: ``services`` Services, ``endpoints`` endpoints each."""
+
+    services: int
+    endpoints: int
+    reset: str = ""  # how the kernel was emptied before each cold run
+    cold_ipvsctl: Timing = field(default_factory=Timing)
+    cold_ipvsadm: Timing = field(default_factory=Timing)
+    cold_keepalived: Timing = field(default_factory=Timing)
+    list_ipvsadm: Timing = field(default_factory=Timing)  # ipvsadm -Ln
+    dump_diff_ipvsctl: Timing = field(default_factory=Timing)  # observe() + plan()
+    edit_ipvsadm: Timing = field(default_factory=Timing)  # one ipvsadm -e process
+    flip_agent_sync: Timing = field(default_factory=Timing)  # the agent's own "seconds"
+    flip_agent_end_to_end: Timing = field(default_factory=Timing)  # file written → kernel changed
+    agent_first_full_sync: Timing = field(default_factory=Timing)
+    agent_peak_rss_bytes: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reals(self) -> int:
+        return self.services * self.endpoints
+
+    def timing(self, name: str) -> Timing:
+        value = getattr(self, name)
+        if not isinstance(value, Timing):
+            raise KeyError(name)
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Timing):
+                out[f.name] = value.to_json()
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Size:
+        values: dict[str, Any] = {}
+        for f in fields(Size):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            if f.type in ("Timing", Timing):
+                values[f.name] = Timing.from_json(value)
+            elif f.name == "notes":
+                values[f.name] = tuple(value)
+            else:
+                values[f.name] = value
+        return Size(**values)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the figures come from."""
+
+    host_cpu: str = "unknown"
+    host_cores: int | None = None
+    host_kernel: str = "unknown"
+    guest_kernel: str = "unknown"
+    guest_cpu: str = "unknown"
+    guest_cpus: int | None = None
+    guest_memory_mb: int | None = None
+    emulation: str = "unknown"
+    python: str = "unknown"
+    ipvsctl: str = "unknown"
+    ipvsadm: str = "unknown"
+    keepalived: str = "unknown"
+
+
+@dataclass(frozen=True)
+class Results:
+    machine: Machine
+    sizes: tuple[Size, ...]
+    command: str = ""  # as run on the host (scripts/bench …)
+    guest_command: str = ""  # as run in the guest
+    started: str = ""  # UTC, ISO 8601
+    finished: str = ""
+    max_services: int = 0
+    complete: bool = True  # False: stopped early by an error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "machine": {f.name: getattr(self.machine, f.name) for f in fields(Machine)},
+            "sizes": [s.to_json() for s in self.sizes],
+            "command": self.command,
+            "guest_command": self.guest_command,
+            "started": self.started,
+            "finished": self.finished,
+            "max_services": self.max_services,
+            "complete": self.complete,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Results:
+        if raw.get("schema") != SCHEMA:
+            raise ValueError(f"results schema {raw.get('schema')!r}, expected {SCHEMA}")
+        known = {f.name for f in fields(Machine)}
+        machine = Machine(**{k: v for k, v in raw.get("machine", {}).items() if k in known})
+        return Results(
+            machine=machine,
+            sizes=tuple(Size.from_json(s) for s in raw.get("sizes", [])),
+            command=raw.get("command", ""),
+            guest_command=raw.get("guest_command", ""),
+            started=raw.get("started", ""),
+            finished=raw.get("finished", ""),
+            max_services=int(raw.get("max_services", 0)),
+            complete=bool(raw.get("complete", True)),
+        )
