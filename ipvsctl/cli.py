@@ -426,7 +426,10 @@ def agent(
     node_name: Annotated[
         str | None,
         typer.Option(
-            "--node-name", metavar="NAME", envvar=["IPVSCTL_NODE_NAME", "NODE_NAME"], show_default=False,
+            "--node-name",
+            metavar="NAME",
+            envvar=["IPVSCTL_NODE_NAME", "NODE_NAME"],
+            show_default=False,
             help="This node's name (Local traffic policies; the Node whose addresses NodePorts use). "
             "Default: host name.",
         ),

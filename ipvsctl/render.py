@@ -27,8 +27,10 @@ FLAG_NAMES = {
     ServiceFlag.SCHED2: "flag-2",
     ServiceFlag.SCHED3: "flag-3",
 }
-SCHED_FLAG_NAMES = {"sh": {ServiceFlag.SCHED1: "sh-fallback", ServiceFlag.SCHED2: "sh-port"},
-                    "mh": {ServiceFlag.SCHED1: "mh-fallback", ServiceFlag.SCHED2: "mh-port"}}
+SCHED_FLAG_NAMES = {
+    "sh": {ServiceFlag.SCHED1: "sh-fallback", ServiceFlag.SCHED2: "sh-port"},
+    "mh": {ServiceFlag.SCHED1: "mh-fallback", ServiceFlag.SCHED2: "mh-port"},
+}
 
 
 def flag_names(vs: VirtualServerState) -> list[str]:
@@ -41,8 +43,13 @@ def flag_names(vs: VirtualServerState) -> list[str]:
 
 
 def forward_name(forward: Forward) -> str:
-    return {Forward.MASQ: "masq", Forward.ROUTE: "route", Forward.TUNNEL: "tunnel",
-            Forward.LOCAL: "local", Forward.BYPASS: "bypass"}[forward]
+    return {
+        Forward.MASQ: "masq",
+        Forward.ROUTE: "route",
+        Forward.TUNNEL: "tunnel",
+        Forward.LOCAL: "local",
+        Forward.BYPASS: "bypass",
+    }[forward]
 
 
 def rows(
@@ -51,8 +58,9 @@ def rows(
     """Virtual servers to show, owned first in name order, foreign ones last (only with --all).
 
     Real servers are sorted by address: the kernel lists them newest first, which reads badly."""
-    dump = [replace(vs, real_servers=tuple(sorted(vs.real_servers, key=lambda r: r.server.key.sort_key())))
-            for vs in dump]
+    dump = [
+        replace(vs, real_servers=tuple(sorted(vs.real_servers, key=lambda r: r.server.key.sort_key()))) for vs in dump
+    ]
     owned = [(vs, owners[vs.server.key]) for vs in dump if vs.server.key in owners]
     owned.sort(key=lambda item: (item[1], item[0].server.key.sort_key()))
     foreign: list[tuple[VirtualServerState, Owner | None]] = []
@@ -86,20 +94,23 @@ def to_objects(items: list[tuple[VirtualServerState, Owner | None]]) -> list[dic
     out = []
     for vs, owner in items:
         key = vs.server.key
-        out.append({
-            "protocol": key.protocol.name if key.protocol else None,
-            "address": str(key.address),
-            "port": key.port,
-            "fwmark": key.fwmark,
-            "scheduler": vs.server.scheduler,
-            "flags": flag_names(vs),
-            "persistence_timeout": vs.server.timeout,
-            "owner": "ipvsctl" if owner else "foreign",
-            "service": {"namespace": owner.namespace, "name": owner.name, "port_name": owner.port_name}
-            if owner else None,
-            "real_servers": [real_json(rs) for rs in vs.real_servers],
-            "stats": _stats(vs.stats),
-        })
+        out.append(
+            {
+                "protocol": key.protocol.name if key.protocol else None,
+                "address": str(key.address),
+                "port": key.port,
+                "fwmark": key.fwmark,
+                "scheduler": vs.server.scheduler,
+                "flags": flag_names(vs),
+                "persistence_timeout": vs.server.timeout,
+                "owner": "ipvsctl" if owner else "foreign",
+                "service": {"namespace": owner.namespace, "name": owner.name, "port_name": owner.port_name}
+                if owner
+                else None,
+                "real_servers": [real_json(rs) for rs in vs.real_servers],
+                "stats": _stats(vs.stats),
+            }
+        )
     return out
 
 
@@ -133,7 +144,10 @@ def table(headers: list[str], body: list[list[str]]) -> str:
 
 
 def render_table(
-    items: list[tuple[VirtualServerState, Owner | None]], *, wide: bool = False, stats: bool = False,
+    items: list[tuple[VirtualServerState, Owner | None]],
+    *,
+    wide: bool = False,
+    stats: bool = False,
     rate: bool = False,
 ) -> str:
     """kubectl-like table, one row per virtual server (``wide``: one row per real server too)."""
@@ -169,8 +183,17 @@ def render_table(
         body.append(row)
         if wide:
             for rs in reals:
-                sub = ["", "", f"  -> {rs.server.key}", forward_name(rs.server.forward), f"weight {rs.server.weight}",
-                       str(rs.active_conns), str(rs.inactive_conns), "", ""]
+                sub = [
+                    "",
+                    "",
+                    f"  -> {rs.server.key}",
+                    forward_name(rs.server.forward),
+                    f"weight {rs.server.weight}",
+                    str(rs.active_conns),
+                    str(rs.inactive_conns),
+                    "",
+                    "",
+                ]
                 body.append(sub + _counter_cells(rs.stats, stats, rate))
     return table(headers, body)
 

@@ -72,9 +72,7 @@ def service_slices(snapshot: Snapshot) -> dict[tuple[str, str], list[EndpointSli
     return by_service
 
 
-def service_entries(
-    svc: Service, slices: Iterable[EndpointSlice], settings: Settings
-) -> list[DesiredService]:
+def service_entries(svc: Service, slices: Iterable[EndpointSlice], settings: Settings) -> list[DesiredService]:
     """Every virtual server one Service asks for. Raises InputError for what blocks the Service."""
     if svc.type == "ExternalName" or svc.headless:
         return []
@@ -85,8 +83,10 @@ def service_entries(
         timeout = svc.session_affinity_timeout
     needs_node = svc.external_traffic_local or svc.internal_traffic_local
     if needs_node and not settings.node_name:
-        raise InputError("spec.externalTrafficPolicy" if svc.external_traffic_local else "spec.internalTrafficPolicy",
-                         "Local traffic policy needs the node's name: pass --node-name")
+        raise InputError(
+            "spec.externalTrafficPolicy" if svc.external_traffic_local else "spec.internalTrafficPolicy",
+            "Local traffic policy needs the node's name: pass --node-name",
+        )
     internal_node = settings.node_name if svc.internal_traffic_local else None
     external_node = settings.node_name if svc.external_traffic_local else None
     slices = list(slices)

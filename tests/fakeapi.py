@@ -300,8 +300,10 @@ class FakeApi:
             if too_old:
                 first: list[_Entry] = []
             elif since in ("", "0"):
-                first = [_Entry(0, self.rv, request.path, "ADDED", copy.deepcopy(o))
-                         for _, o in sorted(self.store[request.path].items())]
+                first = [
+                    _Entry(0, self.rv, request.path, "ADDED", copy.deepcopy(o))
+                    for _, o in sorted(self.store[request.path].items())
+                ]
             else:
                 first = [e for e in self.log if e.path == request.path and e.rv > int(since)]
             seen = self._last_seq
@@ -338,8 +340,9 @@ class FakeApi:
                 self._watches.remove(watch)
 
     @staticmethod
-    def _send(handler: _Handler, entries: list[_Entry], selector: Callable[[dict[str, Any]], bool],
-              bookmarks: bool) -> None:
+    def _send(
+        handler: _Handler, entries: list[_Entry], selector: Callable[[dict[str, Any]], bool], bookmarks: bool
+    ) -> None:
         for entry in entries:
             if entry.type == "BOOKMARK" and not bookmarks:
                 continue
@@ -349,8 +352,15 @@ class FakeApi:
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def _selector(text: str) -> Callable[[dict[str, Any]], bool]:
@@ -423,15 +433,17 @@ class _Handler(BaseHTTPRequestHandler):
 # --- objects for tests ---
 
 
-def service(name: str, ip: str = "10.96.0.10", namespace: str = "default", port: int = 80,
-            **spec: Any) -> dict[str, Any]:
+def service(
+    name: str, ip: str = "10.96.0.10", namespace: str = "default", port: int = 80, **spec: Any
+) -> dict[str, Any]:
     body = {"clusterIP": ip, "ports": [{"name": "http", "port": port, "targetPort": 8080, "protocol": "TCP"}]}
     body.update(spec)
     return {"metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
-def endpoint_slice(name: str, service_name: str, addresses: list[str], namespace: str = "default",
-                   port: int = 8080) -> dict[str, Any]:
+def endpoint_slice(
+    name: str, service_name: str, addresses: list[str], namespace: str = "default", port: int = 8080
+) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": namespace, "labels": {"kubernetes.io/service-name": service_name}},
         "addressType": "IPv4",
@@ -472,9 +484,27 @@ def make_certs(directory: str) -> Certs:
     def pair(name: str, subject: str, extra: list[str]) -> tuple[str, str]:
         cert, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-days", "2", "-subj", subject, "-keyout", key, "-out", cert, *extra],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                subject,
+                "-keyout",
+                key,
+                "-out",
+                cert,
+                *extra,
+            ],
+            check=True,
+            capture_output=True,
         )
         return cert, key
 

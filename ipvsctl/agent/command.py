@@ -179,8 +179,9 @@ def _run_locked(
         for name in fixed:
             if getattr(new, name) != getattr(cfg, name):
                 log.warning("option needs a restart to change", option=name.replace("_", "-"))
-        agent.reload(settings_of(replace(new, **{n: getattr(cfg, n) for n in fixed}), settings.state_dir),
-                     timing_of(new))
+        agent.reload(
+            settings_of(replace(new, **{n: getattr(cfg, n) for n in fixed}), settings.state_dir), timing_of(new)
+        )
         log.info("configuration reloaded")
 
     previous = {s: signal.signal(s, on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -203,4 +204,3 @@ def _run_locked(
             signal.signal(sig, handler)
     log.info("agent stopped")
     return 0
-

@@ -337,4 +337,3 @@ class Engine:
                 continue  # a real server starting to drain
             n += 1
         return n
-

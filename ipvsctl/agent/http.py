@@ -210,7 +210,10 @@ def serve(
     family, sockaddr, dual_stack = _resolve(host, port)
     httpd = _HTTPServer(sockaddr, family, dual_stack, metrics, status, sync_period, clock)
     thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, name="ipvsctl-http", daemon=True,
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": POLL_INTERVAL},
+        name="ipvsctl-http",
+        daemon=True,
     )
     thread.start()
     logs.get().debug("http listening", address=address, port=int(httpd.server_address[1]))

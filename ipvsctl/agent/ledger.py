@@ -43,11 +43,7 @@ class Ledger:
         says another Service wants, must stay bound whatever these virtual servers do."""
         services = {k: self.services[k] for k in keys if k in self.services}
         addresses = {k.address for k in keys if k.address in self.addresses}
-        free = {
-            a
-            for a in addresses
-            if not claimed_elsewhere(a) and all(k in keys for k in self._at.get(a, ()))
-        }
+        free = {a for a in addresses if not claimed_elsewhere(a) and all(k in keys for k in self._at.get(a, ()))}
         draining = {dk: self.draining[dk] for k in keys for dk in self._drains.get(k, ())}
         return Ownership(services, frozenset(free), draining)
 

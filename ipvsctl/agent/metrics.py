@@ -42,7 +42,22 @@ SYNC_KINDS: tuple[str, ...] = ("full", "partial", "drain")
 
 # From 1 ms (a partial sync of one Service) to a minute (a full resync of a very large table).
 SYNC_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
 )
 
 OPERATION_NAMES: dict[type, str] = {
@@ -127,7 +142,11 @@ class _VirtualServerCollector:
 
     @staticmethod
     def _families() -> tuple[
-        CounterMetricFamily, CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
         GaugeMetricFamily,
     ]:
         directed = [*VS_LABELS, "direction"]
@@ -174,37 +193,51 @@ class Metrics:
         self._sync_duration = Histogram(
             "ipvsctl_sync_duration_seconds",
             "Time a sync took, by kind (full resync, partial sync of changed Services, drain check).",
-            ["kind"], buckets=SYNC_BUCKETS, registry=r,
+            ["kind"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
         )
         self._syncs = Counter(
-            "ipvsctl_syncs_total", "Syncs run, by kind and result (ok, error).", ["kind", "result"], registry=r,
+            "ipvsctl_syncs_total",
+            "Syncs run, by kind and result (ok, error).",
+            ["kind", "result"],
+            registry=r,
         )
         self._last_success = Gauge(
             "ipvsctl_last_successful_sync_timestamp_seconds",
-            "When the last successful sync of any kind finished (Unix time).", registry=r,
+            "When the last successful sync of any kind finished (Unix time).",
+            registry=r,
         )
         self._operations = Counter(
             "ipvsctl_operations_total",
             "Operations sent to the kernel, by operation and result (ok or the errno name).",
-            ["operation", "result"], registry=r,
+            ["operation", "result"],
+            registry=r,
         )
         self._repairs = Counter(
             "ipvsctl_drift_repairs_total",
-            "Owned objects a full resync found changed or missing in the kernel and put back.", registry=r,
+            "Owned objects a full resync found changed or missing in the kernel and put back.",
+            registry=r,
         )
         self._conntrack = Counter(
             "ipvsctl_conntrack_entries_deleted_total",
-            "Conntrack entries ipvsctl deleted (stale flows to real servers it removed).", registry=r,
+            "Conntrack entries ipvsctl deleted (stale flows to real servers it removed).",
+            registry=r,
         )
         self._owned_vs = Gauge("ipvsctl_owned_virtual_servers", "Virtual servers ipvsctl owns.", registry=r)
         self._owned_rs = Gauge(
-            "ipvsctl_owned_real_servers", "Real servers in the virtual servers ipvsctl owns.", registry=r,
+            "ipvsctl_owned_real_servers",
+            "Real servers in the virtual servers ipvsctl owns.",
+            registry=r,
         )
         self._draining = Gauge(
-            "ipvsctl_draining_real_servers", "Owned real servers at weight 0, waiting to be removed.", registry=r,
+            "ipvsctl_draining_real_servers",
+            "Owned real servers at weight 0, waiting to be removed.",
+            registry=r,
         )
         self._problems = Gauge(
-            "ipvsctl_input_problems", "Problems found in the input (Services or endpoints ipvsctl could not use).",
+            "ipvsctl_input_problems",
+            "Problems found in the input (Services or endpoints ipvsctl could not use).",
             registry=r,
         )
         self._collector = _VirtualServerCollector()

@@ -44,15 +44,24 @@ class ServiceFlag(enum.IntFlag):
 
 # Flags a user may set; HASHED is kernel bookkeeping and is ignored when comparing.
 USER_FLAGS = (
-    ServiceFlag.PERSISTENT
-    | ServiceFlag.ONEPACKET
-    | ServiceFlag.SCHED1
-    | ServiceFlag.SCHED2
-    | ServiceFlag.SCHED3
+    ServiceFlag.PERSISTENT | ServiceFlag.ONEPACKET | ServiceFlag.SCHED1 | ServiceFlag.SCHED2 | ServiceFlag.SCHED3
 )
 
 SCHEDULERS: tuple[str, ...] = (
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos",
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
 )
 
 # Scheduler flag names as ipvsadm spells them; sh and mh share bit positions.

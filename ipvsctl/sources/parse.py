@@ -112,8 +112,14 @@ class Node:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def unusable_address(addr: IPAddress, purpose: str) -> str | None:
@@ -257,8 +263,10 @@ def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice
     labels = doc.at("metadata.labels").mapping({})
     service = labels.get(SERVICE_NAME_LABEL)
     if not isinstance(service, str) or not service:
-        raise doc.at("metadata.labels").child(SERVICE_NAME_LABEL).fail(
-            "is required: it names the Service this slice belongs to"
+        raise (
+            doc.at("metadata.labels")
+            .child(SERVICE_NAME_LABEL)
+            .fail("is required: it names the Service this slice belongs to")
         )
     address_type = doc.child("addressType").choice(("IPv4", "IPv6", "FQDN"), "")
     if address_type == "FQDN":

@@ -205,8 +205,11 @@ class AgentProcess:
         self.log_path = self.log_dir / f"agent-{self.starts}.log"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        return self.wait_event(lambda e: e.get("event") == "sync" and e.get("kind") == "full", AGENT_START_TIMEOUT,
-                               "the agent's first full sync")
+        return self.wait_event(
+            lambda e: e.get("event") == "sync" and e.get("kind") == "full",
+            AGENT_START_TIMEOUT,
+            "the agent's first full sync",
+        )
 
     def stop(self) -> int:
         """SIGTERM the agent and return its exit status (SIGKILL if it does not stop in time)."""

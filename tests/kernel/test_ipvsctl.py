@@ -239,8 +239,7 @@ def test_scheduler_edit_keeps_counters(ipvsctl: Ipvsctl, client: Client) -> None
     ipvsctl.apply()
     client.requests("198.51.100.29", 80, 5)
     assert wait_conns(ipvsctl, 5) == 5
-    ipvsctl.write("ed.yaml", service("ed", "198.51.100.29", [BE["be1"], BE["be2"]], scheduler="sh",
-                                     flags="sh-port"))
+    ipvsctl.write("ed.yaml", service("ed", "198.51.100.29", [BE["be1"], BE["be2"]], scheduler="sh", flags="sh-port"))
     ipvsctl.apply()
     client.requests("198.51.100.29", 80, 5)
     assert wait_conns(ipvsctl, 10) == 10  # a delete+add would have started again from 0

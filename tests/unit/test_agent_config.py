@@ -37,7 +37,11 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
     conf.write_text("manifests: [/etc/m]\nmin-sync-period: 500ms\nsync-period: 1m\nscheduler: lc\nnode-ip: 192.0.2.1\n")
     cfg = build(conf, {"scheduler": "sh", "sync_period": None, "drain_timeout": "5s"})
     assert cfg == AgentConfig(
-        manifests=("/etc/m",), min_sync_period=0.5, sync_period=60.0, scheduler="sh", drain_timeout=5.0,
+        manifests=("/etc/m",),
+        min_sync_period=0.5,
+        sync_period=60.0,
+        scheduler="sh",
+        drain_timeout=5.0,
         node_ip=(ip("192.0.2.1"),),
     )
 
@@ -129,9 +133,10 @@ def test_agent_applies_serves_and_leaves_ipvs_on_sigterm(kernel: MemoryKernel, t
     assert code == 0, err
     assert len(kernel.dump()) == 14  # left as it was
     assert seen["healthz"].startswith("ok")
-    assert 'ipvsctl_owned_virtual_servers 14.0' in seen["metrics"]
+    assert "ipvsctl_owned_virtual_servers 14.0" in seen["metrics"]
     assert any(
-        line.startswith("ipvsctl_virtual_server_connections_total{") and 'namespace="demo"' in line
+        line.startswith("ipvsctl_virtual_server_connections_total{")
+        and 'namespace="demo"' in line
         and 'service="web"' in line
         for line in seen["metrics"].splitlines()
     )

@@ -138,11 +138,13 @@ def test_drift_is_repaired_by_a_full_resync_and_foreign_servers_stay(h: Harness)
     foreign = tcp("10.9.9.9")
     h.kernel.execute([AddService(VirtualServer(foreign, "wlc")), AddReal(foreign, real("203.0.113.9", 3))])
     # by hand: delete one owned virtual server, re-weight a real server, change a scheduler
-    h.kernel.execute([
-        DeleteReal(tcp("10.0.0.1"), RealKey(ip("203.0.113.2"), 8080)),
-        EditReal(tcp("10.0.0.1"), real("203.0.113.1", 7)),
-        EditService(VirtualServer(tcp("10.0.0.2"), "rr")),
-    ])
+    h.kernel.execute(
+        [
+            DeleteReal(tcp("10.0.0.1"), RealKey(ip("203.0.113.2"), 8080)),
+            EditReal(tcp("10.0.0.1"), real("203.0.113.1", 7)),
+            EditService(VirtualServer(tcp("10.0.0.2"), "rr")),
+        ]
+    )
     before = h.kernel.get(foreign)
     report = h.engine.resync()
     assert weights(h.kernel, tcp("10.0.0.1")) == {"203.0.113.1": 1, "203.0.113.2": 1}
@@ -202,8 +204,11 @@ def test_drain_timeout_deletes_a_busy_real_server(h: Harness) -> None:
 
 def test_udp_real_servers_are_deleted_at_once(h: Harness) -> None:
     key = ServiceKey(Protocol.UDP, ip("10.0.0.53"), 53)
-    h.put(service("dns", "10.0.0.53", 53, proto="UDP") + "---" + endpoints("dns", {"203.0.113.1": True,
-                                                                                   "203.0.113.2": True}, "UDP"))
+    h.put(
+        service("dns", "10.0.0.53", 53, proto="UDP")
+        + "---"
+        + endpoints("dns", {"203.0.113.1": True, "203.0.113.2": True}, "UDP")
+    )
     h.engine.resync(h.world.take().services, retranslate=True)
     h.kernel.set_conns(key, RealKey(ip("203.0.113.2"), 8080), active=3)
     h.put(endpoints("dns", {"203.0.113.1": True}, "UDP"))
@@ -303,8 +308,6 @@ def test_addresses_shared_by_services_stay_bound_until_the_last_goes(h: Harness)
     h.sync()
     assert ip("10.0.0.1") not in h.kernel.bound_addresses()
     assert h.engine.owned.addresses == frozenset()
-
-
 
 
 def test_partial_syncs_append_to_the_journal_and_a_restart_reads_the_same_record(h: Harness) -> None:

@@ -68,7 +68,9 @@ def test_list_json_maps_back_to_services(kernel: MemoryKernel) -> None:
     assert web["service"] == {"namespace": "demo", "name": "web", "port_name": "http"}
     assert web["owner"] == "ipvsctl" and web["scheduler"] == "rr" and web["protocol"] == "TCP"
     assert [(r["address"], r["port"], r["weight"], r["forward"]) for r in web["real_servers"]] == [
-        ("203.0.113.11", 8080, 1, "masq"), ("203.0.113.12", 8080, 1, "masq")]
+        ("203.0.113.11", 8080, 1, "masq"),
+        ("203.0.113.12", 8080, 1, "masq"),
+    ]
     assert set(web) >= {"fwmark", "flags", "persistence_timeout", "stats"}
     legacy = next(o for o in objs if o["address"] == "198.51.100.101")
     assert legacy["flags"] == ["persistent"] and legacy["persistence_timeout"] == 600
@@ -81,8 +83,16 @@ def test_list_table_and_foreign(kernel: MemoryKernel) -> None:
     kernel.execute([AddService(VirtualServer(foreign, "wlc")), AddReal(foreign, real)])
     run("apply", "-f", str(EXAMPLES / "web.yaml"), *NODE)
     _, out, _ = run("list")
-    assert out.splitlines()[0].split() == ["NAME", "PROTO", "VIRTUAL", "SCHEDULER", "REAL", "SERVERS", "ACTIVE",
-                                           "INACTIVE"]
+    assert out.splitlines()[0].split() == [
+        "NAME",
+        "PROTO",
+        "VIRTUAL",
+        "SCHEDULER",
+        "REAL",
+        "SERVERS",
+        "ACTIVE",
+        "INACTIVE",
+    ]
     assert "demo/web:http" in out and "203.0.113.11:8080*1,203.0.113.12:8080*1" in out
     assert "<foreign>" not in out
     _, out, _ = run("list", "--all", "-o", "wide", "--stats", "--rate")
@@ -121,7 +131,8 @@ def test_bad_input_applies_the_rest(kernel: MemoryKernel, tmp_path: Path) -> Non
     shutil.copytree(EXAMPLES, tmp_path / "m")
     (tmp_path / "m" / "broken.yaml").write_text(
         "apiVersion: v1\nkind: Service\nmetadata: {name: broken, namespace: demo}\n"
-        "spec: {clusterIP: 198.51.100.99, ports: [{port: 99999}]}\n")
+        "spec: {clusterIP: 198.51.100.99, ports: [{port: 99999}]}\n"
+    )
     code, _, err = run("apply", "-f", str(tmp_path / "m"), *NODE)
     assert code == 3
     assert "broken.yaml: document 1: Service demo/broken: spec.ports[0].port: must be between 1 and 65535" in err
@@ -144,6 +155,7 @@ def test_kernel_error_is_reported_per_service(kernel: MemoryKernel) -> None:
 
 def test_no_ipvs_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without IPVS in the kernel every kernel verb says so in one line and exits 5."""
+
     def unavailable(interface: str) -> MemoryKernel:
         raise KernelUnavailable("this kernel has no IPVS: load it with `modprobe ip_vs` (CONFIG_IP_VS)")
 
@@ -152,8 +164,9 @@ def test_no_ipvs_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     for verb in (["list"], ["apply", "-f", str(EXAMPLES)], ["diff", "-f", str(EXAMPLES)], ["cleanup"]):
         code, _, err = run(*verb)
         assert code == 5
-        assert err.strip().splitlines() == ["error: this kernel has no IPVS: load it with `modprobe ip_vs` "
-                                            "(CONFIG_IP_VS)"]
+        assert err.strip().splitlines() == [
+            "error: this kernel has no IPVS: load it with `modprobe ip_vs` (CONFIG_IP_VS)"
+        ]
 
 
 def test_lock_held_by_another_process(kernel: MemoryKernel, tmp_path: Path) -> None:
@@ -182,13 +195,17 @@ def test_scheduler_edit_in_diff_and_failed_edit_in_apply(kernel: MemoryKernel, t
     """An edit shows in diff as '~' with its Service; a refused edit is reported for its Service, no traceback."""
     shutil.copy(EXAMPLES / "web.yaml", tmp_path / "web.yaml")
     assert run("apply", "-f", str(tmp_path), *NODE)[0] == 0
-    text = (tmp_path / "web.yaml").read_text().replace("  namespace: demo\nspec:",
-                                                       "  namespace: demo\n  annotations: {ipvsctl.io/scheduler: mh}\n"
-                                                       "spec:", 1)
+    text = (
+        (tmp_path / "web.yaml")
+        .read_text()
+        .replace("  namespace: demo\nspec:", "  namespace: demo\n  annotations: {ipvsctl.io/scheduler: mh}\nspec:", 1)
+    )
     (tmp_path / "web.yaml").write_text(text)
     code, out, _ = run("diff", "-f", str(tmp_path), *NODE)
-    assert (code, out.strip()) == (1, "~ edit virtual server TCP 198.51.100.10:80 scheduler=mh flags=0x0 timeout=0"
-                                      "  (demo/web:http)")
+    assert (code, out.strip()) == (
+        1,
+        "~ edit virtual server TCP 198.51.100.10:80 scheduler=mh flags=0x0 timeout=0  (demo/web:http)",
+    )
     kernel.schedulers.discard("mh")
     code, _, err = run("apply", "-f", str(tmp_path), *NODE)
     assert code == 4

@@ -131,8 +131,11 @@ def test_metrics_endpoint() -> None:
         code, content_type, body = get(server.port, "/metrics")
     assert code == 200
     assert content_type.startswith("text/plain")
-    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
-              for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
     assert values[("ipvsctl_drift_repairs_total", ())] == 7
     assert values[("ipvsctl_syncs_total", (("kind", "full"), ("result", "ok")))] == 1
     assert values[("ipvsctl_last_successful_sync_timestamp_seconds", ())] == NOW

@@ -65,8 +65,11 @@ def kubeconfig(
 def test_kubeconfig_server_token_and_current_context(tmp_path: Path) -> None:
     """current-context picks the context; its cluster's server and its user's token are used."""
     path = tmp_path / "config"
-    kubeconfig(path, server="http://203.0.113.1:8080/", extra_contexts=[
-        {"name": "other", "context": {"cluster": "nope", "user": "nope"}}])
+    kubeconfig(
+        path,
+        server="http://203.0.113.1:8080/",
+        extra_contexts=[{"name": "other", "context": {"cluster": "nope", "user": "nope"}}],
+    )
     config = load_config(str(path), environ={})
     assert config.server == "http://203.0.113.1:8080"
     assert config.token == "secret"
@@ -113,8 +116,11 @@ def test_order_explicit_then_env_then_in_cluster_then_home(tmp_path: Path, certs
 def test_kubeconfig_env_merges_files_first_wins(tmp_path: Path) -> None:
     """KUBECONFIG lists several files: current-context from the first that sets it; names from the first."""
     first = tmp_path / "a"
-    first.write_text(yaml.safe_dump({"current-context": "main", "clusters": [
-        {"name": "c1", "cluster": {"server": "http://first:1"}}]}))
+    first.write_text(
+        yaml.safe_dump(
+            {"current-context": "main", "clusters": [{"name": "c1", "cluster": {"server": "http://first:1"}}]}
+        )
+    )
     second = kubeconfig(tmp_path / "b", server="http://second:1", current="ignored")
     missing = str(tmp_path / "missing")  # missing files in the list are skipped, as kubectl does
     config = load_config(None, environ={"KUBECONFIG": f"{missing}:{first}:{second}"}, home=tmp_path)
@@ -156,30 +162,59 @@ BAD_CONFIGS = [
     ("not-a-mapping", lambda p: p.write_text("- a\n"), "a kubeconfig must be a mapping"),
     ("no-current-context", lambda p: kubeconfig(p, current=None), "current-context: is not set"),
     ("unknown-context", lambda p: kubeconfig(p, current="prod"), "current-context: no context named 'prod'"),
-    ("unknown-cluster", lambda p: kubeconfig(p, extra_contexts=[
-        {"name": "x", "context": {"cluster": "c9", "user": "u1"}}], current="x"),
-     "contexts[x].context.cluster: no cluster named 'c9'"),
+    (
+        "unknown-cluster",
+        lambda p: kubeconfig(
+            p, extra_contexts=[{"name": "x", "context": {"cluster": "c9", "user": "u1"}}], current="x"
+        ),
+        "contexts[x].context.cluster: no cluster named 'c9'",
+    ),
     ("no-server", lambda p: kubeconfig(p, server=""), "clusters[c1].cluster.server: is not set"),
-    ("server-not-url", lambda p: kubeconfig(p, server="10.0.0.1:6443"),
-     "clusters[c1].cluster.server: '10.0.0.1:6443' is not an http:// or https:// URL"),
-    ("bad-base64", lambda p: kubeconfig(p, cluster={"certificate-authority-data": "not base64!"}),
-     "clusters[c1].cluster.certificate-authority-data: is not valid base64"),
-    ("ca-not-a-cert", lambda p: kubeconfig(p, cluster={"certificate-authority-data": "aGVsbG8="}),
-     "clusters[c1].cluster.certificate-authority-data: cannot load the CA certificate"),
-    ("ca-file-missing", lambda p: kubeconfig(p, cluster={"certificate-authority": "nope.crt"}),
-     "clusters[c1].cluster.certificate-authority: "),
-    ("insecure-and-ca", lambda p: kubeconfig(p, cluster={"insecure-skip-tls-verify": True,
-                                                         "certificate-authority-data": "aGVsbG8="}),
-     "clusters[c1].cluster.insecure-skip-tls-verify: cannot be combined with a certificate authority"),
-    ("cert-without-key", lambda p: kubeconfig(p, user={"client-certificate-data": "aGVsbG8="}),
-     "users[u1].user: client-certificate and client-key must be given together"),
-    ("bad-client-cert", lambda p: kubeconfig(p, user={"client-certificate-data": "aGVsbG8=",
-                                                       "client-key-data": "aGVsbG8="}),
-     "users[u1].user.client-certificate-data: cannot load the client certificate and key"),
-    ("auth-provider", lambda p: kubeconfig(p, user={"auth-provider": {"name": "gcp"}}),
-     "users[u1].user.auth-provider: is not supported"),
-    ("exec-no-command", lambda p: kubeconfig(p, user={"exec": {"args": ["x"]}}),
-     "users[u1].user.exec.command: must be a string"),
+    (
+        "server-not-url",
+        lambda p: kubeconfig(p, server="10.0.0.1:6443"),
+        "clusters[c1].cluster.server: '10.0.0.1:6443' is not an http:// or https:// URL",
+    ),
+    (
+        "bad-base64",
+        lambda p: kubeconfig(p, cluster={"certificate-authority-data": "not base64!"}),
+        "clusters[c1].cluster.certificate-authority-data: is not valid base64",
+    ),
+    (
+        "ca-not-a-cert",
+        lambda p: kubeconfig(p, cluster={"certificate-authority-data": "aGVsbG8="}),
+        "clusters[c1].cluster.certificate-authority-data: cannot load the CA certificate",
+    ),
+    (
+        "ca-file-missing",
+        lambda p: kubeconfig(p, cluster={"certificate-authority": "nope.crt"}),
+        "clusters[c1].cluster.certificate-authority: ",
+    ),
+    (
+        "insecure-and-ca",
+        lambda p: kubeconfig(p, cluster={"insecure-skip-tls-verify": True, "certificate-authority-data": "aGVsbG8="}),
+        "clusters[c1].cluster.insecure-skip-tls-verify: cannot be combined with a certificate authority",
+    ),
+    (
+        "cert-without-key",
+        lambda p: kubeconfig(p, user={"client-certificate-data": "aGVsbG8="}),
+        "users[u1].user: client-certificate and client-key must be given together",
+    ),
+    (
+        "bad-client-cert",
+        lambda p: kubeconfig(p, user={"client-certificate-data": "aGVsbG8=", "client-key-data": "aGVsbG8="}),
+        "users[u1].user.client-certificate-data: cannot load the client certificate and key",
+    ),
+    (
+        "auth-provider",
+        lambda p: kubeconfig(p, user={"auth-provider": {"name": "gcp"}}),
+        "users[u1].user.auth-provider: is not supported",
+    ),
+    (
+        "exec-no-command",
+        lambda p: kubeconfig(p, user={"exec": {"args": ["x"]}}),
+        "users[u1].user.exec.command: must be a string",
+    ),
     ("token-not-string", lambda p: kubeconfig(p, user={"token": 42}), "users[u1].user.token: must be a string"),
 ]
 
@@ -220,8 +255,9 @@ def write_exec_plugin(tmp_path: Path, expires: str | None) -> Path:
     status: dict[str, Any] = {"token": "TOKEN"}
     if expires:
         status["expirationTimestamp"] = expires
-    credential = json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-                             "status": status})
+    credential = json.dumps(
+        {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": status}
+    )
     script.write_text(
         "import os, pathlib, sys\n"
         "assert 'ExecCredential' in os.environ['KUBERNETES_EXEC_INFO']\n"
@@ -233,15 +269,27 @@ def write_exec_plugin(tmp_path: Path, expires: str | None) -> Path:
     return script
 
 
-@pytest.mark.parametrize(("expires", "tokens"), [
-    ("2999-01-01T00:00:00Z", ["run-1", "run-1"]),  # still valid: the plugin runs once
-    ("2000-01-01T00:00:00Z", ["run-1", "run-2"]),  # expired: it runs again for the next request
-])
+@pytest.mark.parametrize(
+    ("expires", "tokens"),
+    [
+        ("2999-01-01T00:00:00Z", ["run-1", "run-1"]),  # still valid: the plugin runs once
+        ("2000-01-01T00:00:00Z", ["run-1", "run-2"]),  # expired: it runs again for the next request
+    ],
+)
 def test_exec_plugin_token(tmp_path: Path, api: FakeApi, expires: str, tokens: list[str]) -> None:
     script = write_exec_plugin(tmp_path, expires)
-    path = kubeconfig(tmp_path / "config", server=api.url, user={"exec": {
-        "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-        "args": [str(script), str(tmp_path / "runs")], "env": [{"name": "PREFIX", "value": "run-"}]}})
+    path = kubeconfig(
+        tmp_path / "config",
+        server=api.url,
+        user={
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": sys.executable,
+                "args": [str(script), str(tmp_path / "runs")],
+                "env": [{"name": "PREFIX", "value": "run-"}],
+            }
+        },
+    )
     client = Client(load_config(path, environ={}))
     client.list(SERVICES)
     client.list(SERVICES)
@@ -249,8 +297,11 @@ def test_exec_plugin_token(tmp_path: Path, api: FakeApi, expires: str, tokens: l
 
 
 def test_exec_plugin_failure_is_a_config_error(tmp_path: Path, api: FakeApi) -> None:
-    path = kubeconfig(tmp_path / "config", server=api.url, user={"exec": {
-        "command": sys.executable, "args": ["-c", "import sys; sys.exit('no credentials for you')"]}})
+    path = kubeconfig(
+        tmp_path / "config",
+        server=api.url,
+        user={"exec": {"command": sys.executable, "args": ["-c", "import sys; sys.exit('no credentials for you')"]}},
+    )
     client = Client(load_config(path, environ={}))
     with pytest.raises(KubeConfigError, match=r"users\[u1\]\.user\.exec: .* exited with status 1: no credentials"):
         client.list(SERVICES)
@@ -260,10 +311,12 @@ def test_https_with_ca_data_and_client_certificate_data(tmp_path: Path, certs: C
     """certificate-authority-data verifies the server; client-certificate/key-data authenticate to it."""
     with FakeApi(tls=certs.server_context(client_auth=True)) as api:
         api.apply(SERVICES, service("web"))
-        path = kubeconfig(tmp_path / "config", server=api.url,
-                          cluster={"certificate-authority-data": b64(certs.server_cert)},
-                          user={"client-certificate-data": b64(certs.client_cert),
-                                "client-key-data": b64(certs.client_key)})
+        path = kubeconfig(
+            tmp_path / "config",
+            server=api.url,
+            cluster={"certificate-authority-data": b64(certs.server_cert)},
+            user={"client-certificate-data": b64(certs.client_cert), "client-key-data": b64(certs.client_key)},
+        )
         items, _ = Client(load_config(path, environ={})).list(SERVICES)
         assert [i["metadata"]["name"] for i in items] == ["web"]
 
@@ -315,12 +368,15 @@ def test_list_with_field_selector(api: FakeApi) -> None:
     assert [i["metadata"]["name"] for i in items] == ["n2"]
 
 
-@pytest.mark.parametrize(("status", "path", "error", "reason"), [
-    (500, SERVICES, ApiError, "InternalError"),
-    (403, SERVICES, ApiError, "Forbidden"),
-    (410, SERVICES, Gone, "Expired"),
-    (None, "/api/v1/nothing", ApiError, "NotFound"),
-])
+@pytest.mark.parametrize(
+    ("status", "path", "error", "reason"),
+    [
+        (500, SERVICES, ApiError, "InternalError"),
+        (403, SERVICES, ApiError, "Forbidden"),
+        (410, SERVICES, Gone, "Expired"),
+        (None, "/api/v1/nothing", ApiError, "NotFound"),
+    ],
+)
 def test_http_errors(api: FakeApi, status: int | None, path: str, error: type[ApiError], reason: str) -> None:
     if status:
         api.fail_next(1, status=status)

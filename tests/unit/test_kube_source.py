@@ -113,8 +113,10 @@ def test_first_lists_fill_the_world(api: FakeApi, world: World) -> None:
         assert world.node_ips == (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("198.51.100.1"))
         svc = service_of(world, "web")
         assert svc.origin.file == "kubernetes" and str(svc.origin) == "kubernetes: Service default/web"
-        assert world.keys(SOURCE) == {(SOURCE, "Service", "default", "web"),
-                                      (SOURCE, "EndpointSlice", "default", "web-abc")}
+        assert world.keys(SOURCE) == {
+            (SOURCE, "Service", "default", "web"),
+            (SOURCE, "EndpointSlice", "default", "web-abc"),
+        }
     assert api.requests_for(NODES)[0].params["fieldSelector"] == "metadata.name=n1"
 
 
@@ -178,7 +180,8 @@ def test_a_bad_update_keeps_the_last_good_value(api: FakeApi, world: World) -> N
         api.apply(SERVICES, service("web", port=70000))
         wait_for(lambda: problems(world), what="a problem")
         assert problems(world) == [
-            "kubernetes: Service default/web: spec.ports[0].port: must be between 1 and 65535, got 70000"]
+            "kubernetes: Service default/web: spec.ports[0].port: must be between 1 and 65535, got 70000"
+        ]
         assert ports(world, "web") == [80]  # still in force
         assert world.problem_refs() == {("default", "web")}
         api.apply(SERVICES, service("web", port=81))
@@ -200,8 +203,10 @@ def test_bad_endpoints_are_reported_and_the_rest_of_the_slice_kept(api: FakeApi,
         api.apply(ENDPOINT_SLICES, endpoint_slice("web-1", "web", ["10.0.0.1", "10.0.0.300"]))
         wait_for(lambda: backends(world, "web") == ["10.0.0.1"], what="the good endpoint")
         wait_for(lambda: problems(world), what="a problem")
-        assert "endpoints[1].addresses[0]: '10.0.0.300' is not an IPv4 or IPv6 address (endpoint ignored)" in (
-            problems(world)[0])
+        assert (
+            "endpoints[1].addresses[0]: '10.0.0.300' is not an IPv4 or IPv6 address (endpoint ignored)"
+            in (problems(world)[0])
+        )
         api.apply(ENDPOINT_SLICES, endpoint_slice("web-1", "web", ["10.0.0.1", "10.0.0.3"]))
         wait_for(lambda: backends(world, "web") == ["10.0.0.1", "10.0.0.3"] and not problems(world), what="fixed")
 
@@ -326,8 +331,16 @@ def reflecting(api: FakeApi, **options: Any) -> Iterator[tuple[Reflector, Record
     stop = threading.Event()
     rec = Recorder(stop)
     options = {"backoff": FAST, "watch_timeout": 30, "read_timeout": 5.0, "rand": lambda: 0.5, **options}
-    reflector = Reflector(Client(ClusterConfig(api.url)), SERVICES, "Service", options.pop("on_list", rec.on_list),
-                          options.pop("on_event", rec.on_event), stop, sleep=rec.sleep, **options)
+    reflector = Reflector(
+        Client(ClusterConfig(api.url)),
+        SERVICES,
+        "Service",
+        options.pop("on_list", rec.on_list),
+        options.pop("on_event", rec.on_event),
+        stop,
+        sleep=rec.sleep,
+        **options,
+    )
     thread = threading.Thread(target=reflector.run)
     thread.start()
     try:
@@ -342,8 +355,9 @@ def test_server_errors_back_off_exponentially_then_succeed(api: FakeApi) -> None
     now = [0.0]
     api.apply(SERVICES, service("web"))
     api.fail_next(3, status=500, path=SERVICES)
-    with reflecting(api, backoff=Backoff(initial=0.01, cap=0.03, jitter=0.0, healthy_after=30.0),
-                    clock=lambda: now[0]) as (_, rec):
+    with reflecting(
+        api, backoff=Backoff(initial=0.01, cap=0.03, jitter=0.0, healthy_after=30.0), clock=lambda: now[0]
+    ) as (_, rec):
         wait_for(lambda: rec.lists and api.open_watches == 1, what="a list and a watch")
         assert rec.lists == [["web"]]
         assert rec.sleeps == [0.01, 0.02, 0.03]  # doubling, up to the cap

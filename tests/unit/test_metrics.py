@@ -105,9 +105,15 @@ def test_count_operations_by_kind_and_errno() -> None:
     m = Metrics()
     vs = VirtualServer(VS_KEY)
     ops = [
-        AddService(vs), EditService(vs), DeleteService(VS_KEY),
-        AddReal(VS_KEY, REAL), AddReal(VS_KEY, REAL), EditReal(VS_KEY, REAL), DeleteReal(VS_KEY, REAL.key),
-        BindAddress(VS_KEY.address), UnbindAddress(VS_KEY.address),
+        AddService(vs),
+        EditService(vs),
+        DeleteService(VS_KEY),
+        AddReal(VS_KEY, REAL),
+        AddReal(VS_KEY, REAL),
+        EditReal(VS_KEY, REAL),
+        DeleteReal(VS_KEY, REAL.key),
+        BindAddress(VS_KEY.address),
+        UnbindAddress(VS_KEY.address),
     ]
     results: list[KernelError | None] = [None] * len(ops)
     results[4] = KernelError(ops[4], errno.EEXIST)
@@ -184,8 +190,14 @@ def test_per_virtual_server_stats() -> None:
     assert value(m, "ipvsctl_virtual_server_connections_total", **np) == 1
     assert value(m, "ipvsctl_virtual_server_real_servers", **np) == 0
 
-    udp6 = {"namespace": "kube-system", "service": "dns", "port": "", "protocol": "udp", "address": "fd00::10",
-            "vport": "53"}
+    udp6 = {
+        "namespace": "kube-system",
+        "service": "dns",
+        "port": "",
+        "protocol": "udp",
+        "address": "fd00::10",
+        "vport": "53",
+    }
     assert value(m, "ipvsctl_virtual_server_connections_total", **udp6) == 2
     assert value(m, "ipvsctl_virtual_server_inactive_connections", **udp6) == 7
 

@@ -25,14 +25,19 @@ from ipvsctl.model.ops import (
 from ipvsctl.plan import Observed, Ownership, plan
 from tests.conftest import ip
 
-KEYS = [ServiceKey(p, ip(f"10.96.0.{i}"), port) for p in (Protocol.TCP, Protocol.UDP) for i in (1, 2, 3)
-        for port in (80, 443)] + [ServiceKey(Protocol.TCP, ip("fd00::1"), 80)]
+KEYS = [
+    ServiceKey(p, ip(f"10.96.0.{i}"), port)
+    for p in (Protocol.TCP, Protocol.UDP)
+    for i in (1, 2, 3)
+    for port in (80, 443)
+] + [ServiceKey(Protocol.TCP, ip("fd00::1"), 80)]
 REALS = [RealKey(ip(f"10.1.0.{i}"), 8080) for i in range(1, 5)]
 REALS6 = [RealKey(ip(f"fd00:1::{i}"), 8080) for i in range(1, 5)]
 
 servers = st.builds(
     lambda sched, persistent: (sched, ServiceFlag.PERSISTENT if persistent else 0, 300 if persistent else 0),
-    st.sampled_from(["rr", "wrr", "lc", "sh"]), st.booleans(),
+    st.sampled_from(["rr", "wrr", "lc", "sh"]),
+    st.booleans(),
 )
 
 
@@ -157,7 +162,8 @@ def test_drain_timeout_deletes_busy_real() -> None:
     kernel = kernel_with(KEY, [RealServer(A), RealServer(B, weight=0)], {B: 3})
     owned = Ownership({KEY: OWNER}, draining={(KEY, B): 0.0})
     assert plan(one(KEY, (RealServer(A),)), observed(kernel), owned, now=61.0, drain_timeout=60).ops == (
-        DeleteReal(KEY, B),)
+        DeleteReal(KEY, B),
+    )
 
 
 def test_returning_endpoint_gets_weight_back_in_place() -> None:

@@ -21,33 +21,65 @@ def service(spec: str, meta: str = "{name: s, namespace: ns}") -> str:
 
 
 ERRORS = [
-    ("port-out-of-range", service("{clusterIP: 10.96.0.1, ports: [{port: 70000}]}"),
-     "document 2: Service ns/s: spec.ports[0].port: must be between 1 and 65535, got 70000"),
-    ("port-wrong-type", service("{clusterIP: 10.96.0.1, ports: [{port: eighty}]}"),
-     "spec.ports[0].port: must be an integer, got a string"),
-    ("bad-address", service("{clusterIP: 10.96.0.300, ports: [{port: 80}]}"),
-     "spec.clusterIP: '10.96.0.300' is not an IPv4 or IPv6 address"),
-    ("unspecified-address", service("{clusterIP: 0.0.0.0, ports: [{port: 80}]}"),
-     "spec.clusterIP: 0.0.0.0 is the unspecified address"),
-    ("loopback-external-ip", service("{clusterIP: 10.96.0.1, externalIPs: [127.0.0.1], ports: [{port: 80}]}"),
-     "spec.externalIPs[0]: 127.0.0.1 is a loopback address"),
+    (
+        "port-out-of-range",
+        service("{clusterIP: 10.96.0.1, ports: [{port: 70000}]}"),
+        "document 2: Service ns/s: spec.ports[0].port: must be between 1 and 65535, got 70000",
+    ),
+    (
+        "port-wrong-type",
+        service("{clusterIP: 10.96.0.1, ports: [{port: eighty}]}"),
+        "spec.ports[0].port: must be an integer, got a string",
+    ),
+    (
+        "bad-address",
+        service("{clusterIP: 10.96.0.300, ports: [{port: 80}]}"),
+        "spec.clusterIP: '10.96.0.300' is not an IPv4 or IPv6 address",
+    ),
+    (
+        "unspecified-address",
+        service("{clusterIP: 0.0.0.0, ports: [{port: 80}]}"),
+        "spec.clusterIP: 0.0.0.0 is the unspecified address",
+    ),
+    (
+        "loopback-external-ip",
+        service("{clusterIP: 10.96.0.1, externalIPs: [127.0.0.1], ports: [{port: 80}]}"),
+        "spec.externalIPs[0]: 127.0.0.1 is a loopback address",
+    ),
     ("multicast", service("{clusterIP: 224.0.0.5, ports: [{port: 80}]}"), "224.0.0.5 is a multicast address"),
-    ("missing-name", service("{clusterIP: 10.96.0.1}", meta="{namespace: ns}"),
-     "metadata.name: must be a string, got nothing"),
-    ("bad-protocol", service("{clusterIP: 10.96.0.1, ports: [{port: 80, protocol: ICMP}]}"),
-     "spec.ports[0].protocol: must be one of TCP, UDP, SCTP; got 'ICMP'"),
+    (
+        "missing-name",
+        service("{clusterIP: 10.96.0.1}", meta="{namespace: ns}"),
+        "metadata.name: must be a string, got nothing",
+    ),
+    (
+        "bad-protocol",
+        service("{clusterIP: 10.96.0.1, ports: [{port: 80, protocol: ICMP}]}"),
+        "spec.ports[0].protocol: must be one of TCP, UDP, SCTP; got 'ICMP'",
+    ),
     ("bad-type", service("{type: Magic, clusterIP: 10.96.0.1}"), "spec.type: must be one of"),
-    ("unnamed-multi-port", service("{clusterIP: 10.96.0.1, ports: [{port: 80}, {port: 81}]}"),
-     "spec.ports[0].name: is required when a Service has more than one port"),
+    (
+        "unnamed-multi-port",
+        service("{clusterIP: 10.96.0.1, ports: [{port: 80}, {port: 81}]}"),
+        "spec.ports[0].name: is required when a Service has more than one port",
+    ),
     ("spec-not-mapping", service("[1, 2]"), "spec: must be a mapping, got a list"),
-    ("affinity-timeout", service("{clusterIP: 10.96.0.1, sessionAffinity: ClientIP, "
-                                 "sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}, ports: [{port: 80}]}"),
-     "spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be between 1 and 86400, got 0"),
+    (
+        "affinity-timeout",
+        service(
+            "{clusterIP: 10.96.0.1, sessionAffinity: ClientIP, "
+            "sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}, ports: [{port: 80}]}"
+        ),
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be between 1 and 86400, got 0",
+    ),
     ("python-tag", "a: !!python/object/apply:os.system ['true']\n", "document 2: invalid YAML (line 6, column 4)"),
     ("broken-yaml", "a: [1, 2\n", "invalid YAML"),
-    ("slice-without-service-label", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-     "metadata: {name: e, namespace: ns}\naddressType: IPv4\nendpoints: []\n",
-     "EndpointSlice ns/e: metadata.labels.kubernetes.io/service-name: is required"),
+    (
+        "slice-without-service-label",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+        "metadata: {name: e, namespace: ns}\naddressType: IPv4\nendpoints: []\n",
+        "EndpointSlice ns/e: metadata.labels.kubernetes.io/service-name: is required",
+    ),
     ("scalar-document", "just a string\n", "a Kubernetes object must be a mapping"),
 ]
 
@@ -68,9 +100,11 @@ def test_error_names_file_object_and_field(tmp_path: Path, text: str, expected: 
 def test_bad_endpoint_costs_only_that_endpoint(tmp_path: Path) -> None:
     """One invalid endpoint address is reported and dropped; the slice's other endpoints stay."""
     path = tmp_path / "e.yaml"
-    path.write_text("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: ns, "
-                    "labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\nports: [{port: 80}]\n"
-                    "endpoints: [{addresses: [10.0.0.1]}, {addresses: ['fd00::1']}, {addresses: [nope]}]\n")
+    path.write_text(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: ns, "
+        "labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\nports: [{port: 80}]\n"
+        "endpoints: [{addresses: [10.0.0.1]}, {addresses: ['fd00::1']}, {addresses: [nope]}]\n"
+    )
     snap = load([str(path)])
     assert [str(e.addresses[0]) for e in snap.slices[0].endpoints] == ["10.0.0.1"]
     assert [p.field for p in snap.problems] == ["endpoints[1].addresses[0]", "endpoints[2].addresses[0]"]
@@ -83,7 +117,8 @@ def test_directory_recursion_list_and_other_kinds(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: x}\n"
         "  spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n- apiVersion: apps/v1\n  kind: Deployment\n"
-        "  metadata: {name: d}\n")
+        "  metadata: {name: d}\n"
+    )
     (tmp_path / "notes.txt").write_text("not yaml: [")
     snap = load([str(tmp_path)])
     assert snap.problems == ()
@@ -102,8 +137,10 @@ def test_missing_path_and_duplicate_service(tmp_path: Path) -> None:
     path.write_text(GOOD + "---\n" + GOOD.replace("10.96.0.9", "10.96.0.8"))
     snap = load([str(path), str(tmp_path / "nope")])
     assert [str(s.cluster_ips[0]) for s in snap.services] == ["10.96.0.9"]
-    assert sorted(p.message for p in snap.problems) == ["duplicate Service: the first definition is used",
-                                                        "no such file or directory"]
+    assert sorted(p.message for p in snap.problems) == [
+        "duplicate Service: the first definition is used",
+        "no such file or directory",
+    ]
 
 
 def test_billion_laughs_is_bounded(tmp_path: Path) -> None:

@@ -23,8 +23,13 @@ spec:
 """
 
 
-def eps(endpoints: str, ports: str = "[{name: http, port: 8080}]", family: str = "IPv4", name: str = "s",
-        slice_name: str = "s-1") -> str:
+def eps(
+    endpoints: str,
+    ports: str = "[{name: http, port: 8080}]",
+    family: str = "IPv4",
+    name: str = "s",
+    slice_name: str = "s-1",
+) -> str:
     return f"""
 ---
 apiVersion: discovery.k8s.io/v1
@@ -41,59 +46,131 @@ TWO_READY = eps('[{addresses: ["10.1.0.1"]}, {addresses: ["10.1.0.2"]}]')
 
 # (id, manifest, expected {"PROTO addr:port": [real "addr:port*weight", ...]}, expected bound addresses)
 CASES = [
-    ("clusterip", svc(f"  clusterIP: 10.96.0.1\n{PORT}") + TWO_READY,
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]}, {"10.96.0.1"}),
-    ("nodeport-on-each-node-ip-of-the-family", svc(
-        "  type: NodePort\n  clusterIP: 10.96.0.1\n  ports: [{name: http, port: 80, nodePort: 30080}]") + TWO_READY,
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
-      "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]}, {"10.96.0.1"}),
-    ("loadbalancer-ingress", svc(
-        "  type: LoadBalancer\n  clusterIP: 10.96.0.1\n  ports: [{name: http, port: 80, nodePort: 30080}]",
-        status="status: {loadBalancer: {ingress: [{ip: 203.0.113.5}, {hostname: lb.example}]}}") + TWO_READY,
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
-      "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
-      "TCP 203.0.113.5:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]}, {"10.96.0.1", "203.0.113.5"}),
-    ("external-ips", svc(f"  clusterIP: 10.96.0.1\n  externalIPs: [203.0.113.7]\n{PORT}") + TWO_READY,
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
-      "TCP 203.0.113.7:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]}, {"10.96.0.1", "203.0.113.7"}),
+    (
+        "clusterip",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}") + TWO_READY,
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "nodeport-on-each-node-ip-of-the-family",
+        svc("  type: NodePort\n  clusterIP: 10.96.0.1\n  ports: [{name: http, port: 80, nodePort: 30080}]") + TWO_READY,
+        {
+            "TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+            "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+        },
+        {"10.96.0.1"},
+    ),
+    (
+        "loadbalancer-ingress",
+        svc(
+            "  type: LoadBalancer\n  clusterIP: 10.96.0.1\n  ports: [{name: http, port: 80, nodePort: 30080}]",
+            status="status: {loadBalancer: {ingress: [{ip: 203.0.113.5}, {hostname: lb.example}]}}",
+        )
+        + TWO_READY,
+        {
+            "TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+            "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+            "TCP 203.0.113.5:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+        },
+        {"10.96.0.1", "203.0.113.5"},
+    ),
+    (
+        "external-ips",
+        svc(f"  clusterIP: 10.96.0.1\n  externalIPs: [203.0.113.7]\n{PORT}") + TWO_READY,
+        {
+            "TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+            "TCP 203.0.113.7:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"],
+        },
+        {"10.96.0.1", "203.0.113.7"},
+    ),
     ("externalname-makes-nothing", svc("  type: ExternalName\n  externalName: a.example"), {}, set()),
     ("headless-makes-nothing", svc(f"  clusterIP: None\n{PORT}") + TWO_READY, {}, set()),
-    ("udp-and-sctp", svc("  clusterIP: 10.96.0.1\n  ports: [{name: d, protocol: UDP, port: 53}, "
-                         "{name: s, protocol: SCTP, port: 3868}]")
-     + eps('[{addresses: ["10.1.0.1"]}]', ports="[{name: d, protocol: UDP, port: 5353}, "
-           "{name: s, protocol: SCTP, port: 3868}]"),
-     {"UDP 10.96.0.1:53": ["10.1.0.1:5353*1"], "SCTP 10.96.0.1:3868": ["10.1.0.1:3868*1"]}, {"10.96.0.1"}),
-    ("dual-stack-reals-by-family", svc(f"  clusterIPs: [10.96.0.1, 'fd00::1']\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"]}]') + eps('[{addresses: ["fd00:1::1"]}]', family="IPv6", slice_name="s-2"),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"], "TCP [fd00::1]:80": ["[fd00:1::1]:8080*1"]}, {"10.96.0.1", "fd00::1"}),
-    ("named-target-port", svc("  clusterIP: 10.96.0.1\n  ports: [{name: web, port: 80, targetPort: http}]")
-     + eps('[{addresses: ["10.1.0.1"]}]', ports="[{name: http, port: 9090}]"),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:9090*1"]}, {"10.96.0.1"}),
-    ("not-ready-left-out", svc(f"  clusterIP: 10.96.0.1\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"]}, {addresses: ["10.1.0.2"], conditions: {ready: false}}]'),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]}, {"10.96.0.1"}),
-    ("terminating-left-out-while-others-ready", svc(f"  clusterIP: 10.96.0.1\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"]}, {addresses: ["10.1.0.2"], '
-           'conditions: {ready: false, serving: true, terminating: true}}]'),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]}, {"10.96.0.1"}),
-    ("terminating-serving-used-when-none-ready", svc(f"  clusterIP: 10.96.0.1\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"], conditions: {ready: false}}, {addresses: ["10.1.0.2"], '
-           'conditions: {ready: false, serving: true, terminating: true}}, {addresses: ["10.1.0.3"], '
-           'conditions: {ready: false, serving: false, terminating: true}}]'),
-     {"TCP 10.96.0.1:80": ["10.1.0.2:8080*1"]}, {"10.96.0.1"}),
-    ("external-traffic-local", svc(
-        "  type: NodePort\n  clusterIP: 10.96.0.1\n  externalTrafficPolicy: Local\n"
-        "  ports: [{name: http, port: 80, nodePort: 30080}]")
-     + eps('[{addresses: ["10.1.0.1"], nodeName: node-a}, {addresses: ["10.1.0.2"], nodeName: node-b}]'),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"], "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1"]},
-     {"10.96.0.1"}),
-    ("internal-traffic-local", svc(f"  clusterIP: 10.96.0.1\n  internalTrafficPolicy: Local\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"], nodeName: node-a}, {addresses: ["10.1.0.2"], nodeName: node-b}]'),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]}, {"10.96.0.1"}),
-    ("slices-combine", svc(f"  clusterIP: 10.96.0.1\n{PORT}")
-     + eps('[{addresses: ["10.1.0.1"]}]') + eps('[{addresses: ["10.1.0.2"]}]', slice_name="s-2"),
-     {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]}, {"10.96.0.1"}),
-    ("v1-endpoints", svc(f"  clusterIP: 10.96.0.1\n{PORT}") + """
+    (
+        "udp-and-sctp",
+        svc(
+            "  clusterIP: 10.96.0.1\n  ports: [{name: d, protocol: UDP, port: 53}, "
+            "{name: s, protocol: SCTP, port: 3868}]"
+        )
+        + eps(
+            '[{addresses: ["10.1.0.1"]}]',
+            ports="[{name: d, protocol: UDP, port: 5353}, {name: s, protocol: SCTP, port: 3868}]",
+        ),
+        {"UDP 10.96.0.1:53": ["10.1.0.1:5353*1"], "SCTP 10.96.0.1:3868": ["10.1.0.1:3868*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "dual-stack-reals-by-family",
+        svc(f"  clusterIPs: [10.96.0.1, 'fd00::1']\n{PORT}")
+        + eps('[{addresses: ["10.1.0.1"]}]')
+        + eps('[{addresses: ["fd00:1::1"]}]', family="IPv6", slice_name="s-2"),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"], "TCP [fd00::1]:80": ["[fd00:1::1]:8080*1"]},
+        {"10.96.0.1", "fd00::1"},
+    ),
+    (
+        "named-target-port",
+        svc("  clusterIP: 10.96.0.1\n  ports: [{name: web, port: 80, targetPort: http}]")
+        + eps('[{addresses: ["10.1.0.1"]}]', ports="[{name: http, port: 9090}]"),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:9090*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "not-ready-left-out",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + eps('[{addresses: ["10.1.0.1"]}, {addresses: ["10.1.0.2"], conditions: {ready: false}}]'),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "terminating-left-out-while-others-ready",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + eps(
+            '[{addresses: ["10.1.0.1"]}, {addresses: ["10.1.0.2"], '
+            "conditions: {ready: false, serving: true, terminating: true}}]"
+        ),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "terminating-serving-used-when-none-ready",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + eps(
+            '[{addresses: ["10.1.0.1"], conditions: {ready: false}}, {addresses: ["10.1.0.2"], '
+            'conditions: {ready: false, serving: true, terminating: true}}, {addresses: ["10.1.0.3"], '
+            "conditions: {ready: false, serving: false, terminating: true}}]"
+        ),
+        {"TCP 10.96.0.1:80": ["10.1.0.2:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "external-traffic-local",
+        svc(
+            "  type: NodePort\n  clusterIP: 10.96.0.1\n  externalTrafficPolicy: Local\n"
+            "  ports: [{name: http, port: 80, nodePort: 30080}]"
+        )
+        + eps('[{addresses: ["10.1.0.1"], nodeName: node-a}, {addresses: ["10.1.0.2"], nodeName: node-b}]'),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"], "TCP 192.0.2.10:30080": ["10.1.0.1:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "internal-traffic-local",
+        svc(f"  clusterIP: 10.96.0.1\n  internalTrafficPolicy: Local\n{PORT}")
+        + eps('[{addresses: ["10.1.0.1"], nodeName: node-a}, {addresses: ["10.1.0.2"], nodeName: node-b}]'),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "slices-combine",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + eps('[{addresses: ["10.1.0.1"]}]')
+        + eps('[{addresses: ["10.1.0.2"]}]', slice_name="s-2"),
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1", "10.1.0.2:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "v1-endpoints",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + """
 ---
 apiVersion: v1
 kind: Endpoints
@@ -102,16 +179,30 @@ subsets:
   - addresses: [{ip: 10.1.0.1}]
     notReadyAddresses: [{ip: 10.1.0.2}]
     ports: [{name: http, port: 8080}]
-""", {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]}, {"10.96.0.1"}),
-    ("slices-win-over-endpoints", svc(f"  clusterIP: 10.96.0.1\n{PORT}") + eps('[{addresses: ["10.1.0.9"]}]') + """
+""",
+        {"TCP 10.96.0.1:80": ["10.1.0.1:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "slices-win-over-endpoints",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}")
+        + eps('[{addresses: ["10.1.0.9"]}]')
+        + """
 ---
 apiVersion: v1
 kind: Endpoints
 metadata: {name: s, namespace: ns}
 subsets: [{addresses: [{ip: 10.1.0.1}], ports: [{name: http, port: 8080}]}]
-""", {"TCP 10.96.0.1:80": ["10.1.0.9:8080*1"]}, {"10.96.0.1"}),
-    ("no-endpoints-still-a-virtual-server", svc(f"  clusterIP: 10.96.0.1\n{PORT}"),
-     {"TCP 10.96.0.1:80": []}, {"10.96.0.1"}),
+""",
+        {"TCP 10.96.0.1:80": ["10.1.0.9:8080*1"]},
+        {"10.96.0.1"},
+    ),
+    (
+        "no-endpoints-still-a-virtual-server",
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}"),
+        {"TCP 10.96.0.1:80": []},
+        {"10.96.0.1"},
+    ),
 ]
 
 
@@ -127,12 +218,17 @@ def test_translation_table(manifests, manifest: str, expected: dict[str, list[st
 
 def test_session_affinity_is_persistence(manifests) -> None:
     """sessionAffinity: ClientIP sets the persistent flag with the configured (or 10800 s) timeout."""
-    desired = translate(manifests(
-        svc(f"  clusterIP: 10.96.0.1\n  sessionAffinity: ClientIP\n{PORT}")
-        + svc(f"  clusterIP: 10.96.0.2\n  sessionAffinity: ClientIP\n"
-              f"  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 600}}}}\n{PORT}", name="t").replace(
-            "apiVersion", "---\napiVersion", 1)
-    ), NODE)
+    desired = translate(
+        manifests(
+            svc(f"  clusterIP: 10.96.0.1\n  sessionAffinity: ClientIP\n{PORT}")
+            + svc(
+                f"  clusterIP: 10.96.0.2\n  sessionAffinity: ClientIP\n"
+                f"  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 600}}}}\n{PORT}",
+                name="t",
+            ).replace("apiVersion", "---\napiVersion", 1)
+        ),
+        NODE,
+    )
     servers = {str(k.address): d.server for k, d in desired.services.items()}
     assert servers["10.96.0.1"].flags & ServiceFlag.PERSISTENT and servers["10.96.0.1"].timeout == 10800
     assert servers["10.96.0.2"].flags & ServiceFlag.PERSISTENT and servers["10.96.0.2"].timeout == 600
@@ -140,8 +236,15 @@ def test_session_affinity_is_persistence(manifests) -> None:
 
 def test_scheduler_annotation_and_flags(manifests) -> None:
     """The ipvsctl.io/scheduler annotation picks the scheduler; scheduler-flags set sh-port/sh-fallback bits."""
-    desired = translate(manifests(svc(f"  clusterIP: 10.96.0.1\n{PORT}", annotations=(
-        "{ipvsctl.io/scheduler: sh, ipvsctl.io/scheduler-flags: 'sh-port,sh-fallback'}"))), NODE)
+    desired = translate(
+        manifests(
+            svc(
+                f"  clusterIP: 10.96.0.1\n{PORT}",
+                annotations=("{ipvsctl.io/scheduler: sh, ipvsctl.io/scheduler-flags: 'sh-port,sh-fallback'}"),
+            )
+        ),
+        NODE,
+    )
     (d,) = desired.services.values()
     assert d.server.scheduler == "sh"
     assert d.server.flags == ServiceFlag.SCHED1 | ServiceFlag.SCHED2
@@ -154,15 +257,22 @@ def test_default_scheduler_from_settings(manifests) -> None:
     assert [d.server.scheduler for d in desired.services.values()] == ["wlc"]
 
 
-@pytest.mark.parametrize(("annotations", "message"), [
-    ("{ipvsctl.io/scheduler: roundrobin}", "unknown scheduler 'roundrobin'"),
-    ("{ipvsctl.io/scheduler: rr, ipvsctl.io/scheduler-flags: sh-port}", "does not apply to scheduler 'rr'"),
-    ("{ipvsctl.io/scheduler: sh, ipvsctl.io/scheduler-flags: sh-everything}", "unknown scheduler flag"),
-], ids=["unknown-scheduler", "flag-for-other-scheduler", "unknown-flag"])
+@pytest.mark.parametrize(
+    ("annotations", "message"),
+    [
+        ("{ipvsctl.io/scheduler: roundrobin}", "unknown scheduler 'roundrobin'"),
+        ("{ipvsctl.io/scheduler: rr, ipvsctl.io/scheduler-flags: sh-port}", "does not apply to scheduler 'rr'"),
+        ("{ipvsctl.io/scheduler: sh, ipvsctl.io/scheduler-flags: sh-everything}", "unknown scheduler flag"),
+    ],
+    ids=["unknown-scheduler", "flag-for-other-scheduler", "unknown-flag"],
+)
 def test_bad_scheduler_is_an_error_for_that_service_only(manifests, annotations: str, message: str) -> None:
     """A bad scheduler never falls back silently: that Service is rejected and held, others still translate."""
-    text = svc(f"  clusterIP: 10.96.0.1\n{PORT}", name="bad", annotations=annotations) + "---" + svc(
-        f"  clusterIP: 10.96.0.2\n{PORT}", name="good")
+    text = (
+        svc(f"  clusterIP: 10.96.0.1\n{PORT}", name="bad", annotations=annotations)
+        + "---"
+        + svc(f"  clusterIP: 10.96.0.2\n{PORT}", name="good")
+    )
     desired = translate(manifests(text), NODE)
     (problem,) = desired.problems
     assert message in problem.message

@@ -221,7 +221,9 @@ class Client:
         """
         query = dict(params or {})
         query.update(
-            watch="1", resourceVersion=resource_version, allowWatchBookmarks="true",
+            watch="1",
+            resourceVersion=resource_version,
+            allowWatchBookmarks="true",
             timeoutSeconds=str(int(timeout_seconds)),
         )
         request = _Request(self, read_timeout if read_timeout is not None else timeout_seconds + 30.0, cancel)

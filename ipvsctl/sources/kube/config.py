@@ -55,8 +55,12 @@ class ExecPlugin:
         )
         try:
             done = subprocess.run(
-                [self.command, *self.args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                timeout=EXEC_TIMEOUT, check=False,
+                [self.command, *self.args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=EXEC_TIMEOUT,
+                check=False,
             )
         except (OSError, subprocess.SubprocessError) as err:
             raise KubeConfigError(f"{self.where}: cannot run {self.command!r}: {err}") from None
@@ -154,8 +158,11 @@ def _in_cluster(host: str, port: str, sa_dir: Path) -> ClusterConfig:
     except (ssl.SSLError, OSError) as err:
         raise KubeConfigError(f"{ca}: cannot load the CA certificate: {_why(err)}") from None
     return ClusterConfig(
-        server=f"https://{host}:{port}", origin="in-cluster service account", ssl_context=context,
-        token_file=str(sa_dir / "token"), ca_file=str(ca),
+        server=f"https://{host}:{port}",
+        origin="in-cluster service account",
+        ssl_context=context,
+        token_file=str(sa_dir / "token"),
+        ca_file=str(ca),
     )
 
 
@@ -282,8 +289,9 @@ def _from_kubeconfig(names: list[str]) -> ClusterConfig:
 
     context: ssl.SSLContext | None = None
     if parts.scheme == "https":
-        context = _ssl_context(cluster, user, insecure, (ca_file, ca_data), (cert_file, cert_data),
-                               (key_file, key_data))
+        context = _ssl_context(
+            cluster, user, insecure, (ca_file, ca_data), (cert_file, cert_data), (key_file, key_data)
+        )
     return ClusterConfig(
         server=server.rstrip("/"),
         origin=f"{shown} (context {current})",
@@ -313,8 +321,10 @@ def _exec_plugin(user: _Entry) -> ExecPlugin | None:
         raise KubeConfigError(f"{where}.args: must be a list of strings")
     env: list[tuple[str, str]] = []
     for i, item in enumerate(spec.get("env") or []):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(
-            item.get("value"), str
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("value"), str)
         ):
             raise KubeConfigError(f"{where}.env[{i}]: must have a string name and value")
         env.append((item["name"], item["value"]))
@@ -322,8 +332,11 @@ def _exec_plugin(user: _Entry) -> ExecPlugin | None:
         command = str(Path(user.file).parent / command)
     api_version = spec.get("apiVersion")
     return ExecPlugin(
-        command, tuple(args), tuple(env),
-        api_version if isinstance(api_version, str) and api_version else ExecPlugin.api_version, where,
+        command,
+        tuple(args),
+        tuple(env),
+        api_version if isinstance(api_version, str) and api_version else ExecPlugin.api_version,
+        where,
     )
 
 
@@ -362,9 +375,7 @@ def _ssl_context(
                 _write_private(key_file, key_data or b"")
             context.load_cert_chain(cert_file, key_file)
     except (ssl.SSLError, OSError) as err:
-        raise KubeConfigError(
-            f"{user.where(what)}: cannot load the client certificate and key: {_why(err)}"
-        ) from None
+        raise KubeConfigError(f"{user.where(what)}: cannot load the client certificate and key: {_why(err)}") from None
     return context
 
 

@@ -157,8 +157,12 @@ class Reflector:
         started = self._clock()
         events = 0
         stream = self.client.watch(
-            self.path, self.resource_version, timeout, self.params,
-            read_timeout=self.read_timeout, cancel=self._cancel,
+            self.path,
+            self.resource_version,
+            timeout,
+            self.params,
+            read_timeout=self.read_timeout,
+            cancel=self._cancel,
         )
         log.debug("watching", resource=self.kind, resource_version=self.resource_version)
         try:

@@ -158,15 +158,37 @@ class KubeSource:
         options: dict[str, Any] = {"backoff": backoff, "watch_timeout": watch_timeout, "read_timeout": read_timeout}
         services, slices = _Objects(world, "Service"), _Objects(world, "EndpointSlice")
         self.reflectors = [
-            Reflector(client, SERVICES, "Service", self._listed(services.on_list, "Service"), services.on_event,
-                      stop, **options),
-            Reflector(client, ENDPOINT_SLICES, "EndpointSlice", self._listed(slices.on_list, "EndpointSlice"),
-                      slices.on_event, stop, **options),
+            Reflector(
+                client,
+                SERVICES,
+                "Service",
+                self._listed(services.on_list, "Service"),
+                services.on_event,
+                stop,
+                **options,
+            ),
+            Reflector(
+                client,
+                ENDPOINT_SLICES,
+                "EndpointSlice",
+                self._listed(slices.on_list, "EndpointSlice"),
+                slices.on_event,
+                stop,
+                **options,
+            ),
         ]
         if node_name:
             self.reflectors.append(
-                Reflector(client, NODES, "Node", self._listed(self._on_node_list, "Node"), self._on_node_event,
-                          stop, params={"fieldSelector": f"metadata.name={node_name}"}, **options)
+                Reflector(
+                    client,
+                    NODES,
+                    "Node",
+                    self._listed(self._on_node_list, "Node"),
+                    self._on_node_event,
+                    stop,
+                    params={"fieldSelector": f"metadata.name={node_name}"},
+                    **options,
+                )
             )
 
     def start(self) -> None:
