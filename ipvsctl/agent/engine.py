@@ -35,7 +35,7 @@ from ipvsctl.state import Store
 from ipvsctl.translate import clash, service_entries
 
 from .cache import advance
-from .ledger import Ledger, forget
+from .ledger import Ledger
 from .world import ServiceRef, World
 
 log = logs.get()
@@ -216,7 +216,7 @@ class Engine:
             claimants.pop(ref, None)
             if not claimants:
                 del self.claims[key]
-                forget(self._claimed_at, key.address, key)
+                Ledger._forget(self._claimed_at, key.address, key)
 
     def _winner(self, key: ServiceKey) -> DesiredService | None:
         claimants = self.claims.get(key)
@@ -252,9 +252,10 @@ class Engine:
         now = self.clock()
         p = plan(desired, observed, sub, adopt=self.settings.adopt, now=now, drain_timeout=self.settings.drain_timeout)
         if full:
-            results, final = execute(p, self.kernel, sub, self._replace, self.on_flush)
+            results, final = execute(p, self.kernel, sub, lambda _b, after: self.store.save(after), self.on_flush)
             if self.store.patches:
                 self.store.save(final)  # fold the journal into the record
+            self.ledger = Ledger(final)
         else:
             results, final = execute(p, self.kernel, sub, self._patch, self.on_flush)
         self._index_owned(final.services, keys)
@@ -282,11 +283,6 @@ class Engine:
     def _claimed_outside(self, address: IPAddress, keys: set[ServiceKey]) -> bool:
         """Does a Service want a virtual server at this address other than these?"""
         return any(k not in keys for k in self._claimed_at.get(address, ()))
-
-    def _replace(self, _before: Ownership, after: Ownership) -> None:
-        """A full sync's change of the record: written whole, and held in memory as written."""
-        self.store.save(after)
-        self.ledger = Ledger(after)
 
     def _patch(self, before: Ownership, after: Ownership) -> None:
         """A partial sync's change of the record: a journal line, and the same patch in memory."""

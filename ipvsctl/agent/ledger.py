@@ -51,11 +51,11 @@ class Ledger:
         """Remove drop's entries, then add put's (the same patch the journal records)."""
         for key in drop.services:
             if self.services.pop(key, None) is not None:
-                forget(self._at, key.address, key)
+                self._forget(self._at, key.address, key)
         self.addresses -= drop.addresses
         for dk in drop.draining:
             if self.draining.pop(dk, None) is not None:
-                forget(self._drains, dk[0], dk)
+                self._forget(self._drains, dk[0], dk)
         for key, owner in put.services.items():
             self.services[key] = owner
             self._at[key.address].add(key)
@@ -64,11 +64,10 @@ class Ledger:
             self.draining[dk] = since
             self._drains[dk[0]].add(dk)
 
-
-def forget(index: defaultdict, slot: object, item: object) -> None:
-    """Take ``item`` out of ``index[slot]``, and the slot out of the index once it is empty."""
-    members = index.get(slot)
-    if members is not None:
-        members.discard(item)
-        if not members:
-            del index[slot]
+    @staticmethod
+    def _forget(index: defaultdict, slot: object, item: object) -> None:
+        members = index.get(slot)
+        if members is not None:
+            members.discard(item)
+            if not members:
+                del index[slot]
