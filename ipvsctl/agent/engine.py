@@ -111,7 +111,7 @@ class Engine:
         """Translate these Services again and reconcile only their virtual servers."""
         started = time.monotonic()
         refs = set(refs)
-        keys = self._retranslate(refs)
+        keys, _ = self._retranslate(refs)
         report = self._reconcile(keys, full=False, considered=refs)
         return replace(report, kind="partial", services=len(refs), seconds=time.monotonic() - started)
 
@@ -129,9 +129,9 @@ class Engine:
         refs = self.world.service_refs() | set(self.entries) | set(self._owned_by_ref)
         if retranslate or node_ips != self.node_ips:
             self.node_ips = node_ips
-            fresh = self._retranslate(refs)
+            _, fresh = self._retranslate(refs)
         else:
-            fresh = self._retranslate(set(changed))
+            _, fresh = self._retranslate(set(changed))
         keys = set(self.claims) | set(self.ledger.services)
         report = self._reconcile(keys, full=True, considered=refs, fresh=fresh)
         return replace(report, kind="full", services=len(refs), seconds=time.monotonic() - started)
@@ -178,10 +178,13 @@ class Engine:
         from_source = self.world.node_ips
         return from_source if from_source is not None else tuple(sorted(self.local, key=str))
 
-    def _retranslate(self, refs: set[ServiceRef]) -> set[ServiceKey]:
-        """Translate these Services again; return every virtual server key whose owner may change."""
+    def _retranslate(self, refs: set[ServiceRef]) -> tuple[set[ServiceKey], set[ServiceKey]]:
+        """Translate these Services again. Return every virtual server key whose owner may change,
+        and those whose wanted state did change (a full resync's operations on the others put
+        drift right: translating again, as after a failed sync, is not itself a change)."""
         settings = replace(self.settings, node_ips=self.node_ips)
         keys: set[ServiceKey] = set()
+        changed: set[ServiceKey] = set()
         for ref in refs:
             old = self.entries.pop(ref, {})
             for key in old:
@@ -202,13 +205,14 @@ class Engine:
                 self.claims[key][ref] = entry
                 self._claimed_at[key.address].add(key)
             keys.update(new)
+            changed.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             if new:
                 self.entries[ref] = new
             if problems:
                 self.problems[ref] = problems
             else:
                 self.problems.pop(ref, None)
-        return keys
+        return keys, changed
 
     def _unclaim(self, key: ServiceKey, ref: ServiceRef) -> None:
         claimants = self.claims.get(key)

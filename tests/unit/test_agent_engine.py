@@ -155,6 +155,11 @@ def test_drift_is_repaired_by_a_full_resync_and_foreign_servers_stay(h: Harness)
     h.kernel.execute([DeleteService(tcp("10.0.0.2"))])
     assert h.engine.resync().repairs == 1
     assert h.kernel.get(tcp("10.0.0.2")) is not None
+    # Translating everything again (as after a failed full sync) is not a change of input:
+    # what it puts back is still drift, and counted.
+    h.kernel.execute([EditReal(tcp("10.0.0.1"), real("203.0.113.1", 5))])
+    assert h.engine.resync(retranslate=True).repairs == 1
+    assert weights(h.kernel, tcp("10.0.0.1")) == {"203.0.113.1": 1, "203.0.113.2": 1}
 
 
 def test_drain_timing_and_return(h: Harness) -> None:
