@@ -317,7 +317,9 @@ def test_drift_is_repaired_and_foreign_left_alone(
     assert repaired < SYNC_PERIOD + 10 and reweighted < SYNC_PERIOD + 10, (repaired, reweighted)
     # Put back: the virtual server and its two real servers, then the one real server's weight.
     after = wait_for(lambda: (v := scrape("ipvsctl_drift_repairs_total") or 0.0) >= before + 4 and v, BOUND,
-                     "ipvsctl_drift_repairs_total to count 4 repairs")  # fmt: skip
+                     "ipvsctl_drift_repairs_total to count 4 repairs",
+                     describe=lambda: f"{scrape('ipvsctl_drift_repairs_total')} (was {before}); agent log ends:\n"
+                                      f"{env.agent.tail(60)}")  # fmt: skip
     record_property("drift repairs counted", after - before)
     assert after - before == 4, (before, after)
     env.assert_foreign_intact()
