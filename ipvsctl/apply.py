@@ -45,6 +45,9 @@ class Result:
             if key is not None and key in seen:
                 continue  # later errors on the same virtual server follow from the first
             seen.add(key)
+            if key is None and isinstance(err.op, BindAddress | UnbindAddress):  # the Service at that address
+                at = (k for k in self.owners if k.address == err.op.address)
+                key = min(at, key=ServiceKey.sort_key, default=None)
             out.append((self.owners.get(key) if key else None, err))
         return out
 

@@ -18,7 +18,8 @@ class Origin:
     def __str__(self) -> str:
         where = self.file if self.document < 0 else f"{self.file}: document {self.document + 1}"
         if self.kind:
-            obj = f"{self.namespace}/{self.name}" if self.namespace else self.name or "<unnamed>"
+            name = self.name or "<unnamed>"
+            obj = f"{self.namespace}/{name}" if self.namespace else name
             where += f": {self.kind} {obj}"
         return where
 

@@ -144,7 +144,11 @@ class Store:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
             tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "w", encoding="utf-8") as handle:
+            # 0o644 whatever the umask: whoever can write the record can make ipvsctl delete
+            # virtual servers that are not its own.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.fchmod(fd, 0o644)
+            with open(fd, "w", encoding="utf-8") as handle:
                 json.dump(encode(owned), handle, indent=1)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -178,7 +182,9 @@ class Store:
         """Hold the write lock; wait up to ``timeout`` seconds for another ipvsctl to finish."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            # 0o600: a user who could open the lock could flock() it and stall every ipvsctl.
+            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)
         except OSError as err:
             raise StateError(f"cannot open lock in {self.directory}: {err.strerror}") from None
         try:

@@ -277,7 +277,12 @@ class Engine:
         failed = self._track_failures(p, results, considered)
         for err in errors:
             key = service_of(err.op)
+            if key is None and isinstance(err.op, BindAddress | UnbindAddress):  # the Service at that address
+                at = (k for k in (*wanted, *sub.services) if k.address == err.op.address)
+                key = min(at, key=ServiceKey.sort_key, default=None)
             owner = wanted[key].owner if key in wanted else self.ledger.services.get(key) if key else None
+            if owner is None and key is not None:
+                owner = sub.services.get(key)  # an unbind's Service, deleted in this sync
             log.error("kernel refused an operation", service=str(owner) if owner else None, error=err.message)
         repairs = self._count_repairs(p, sub, fresh or set()) if full else 0
         return SyncReport(
@@ -314,6 +319,9 @@ class Engine:
         """Services with a failed operation get a retry with exponential backoff; the rest are done."""
         failed: set[ServiceRef] = set()
         for op, res in zip(p.ops, results, strict=True):
+            if res is not None and isinstance(op, BindAddress):  # retried as the Services at that address
+                claimed = (self._winner(k) for k in self._claimed_at.get(op.address, ()))
+                failed.update(w.owner.service for w in claimed if w is not None)
             key = service_of(op)
             if res is None or key is None:
                 continue

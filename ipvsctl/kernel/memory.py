@@ -17,10 +17,12 @@ order: callers must not depend on service order at all).
 from __future__ import annotations
 
 import errno
+import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ipvsctl.kernel.base import KernelError
+from ipvsctl.kernel.base import KernelError, KernelUnavailable
 from ipvsctl.model.ipvs import (
     SCHEDULERS,
     Forward,
@@ -44,9 +46,60 @@ from ipvsctl.model.ops import (
     EditService,
     Operation,
     UnbindAddress,
+    service_of,
 )
 
 OpMatcher = type | Callable[[Operation], bool]
+READS = ("dump", "get")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A refusal for ``MemoryKernel.inject``: matching requests fail with ``errno`` and change nothing.
+
+    ``op``: an operation class (``AddService``), a tuple of them, or ``"dump"``/``"get"`` for reads
+    (None: every operation, no read). Narrowed by ``service`` (the virtual server an operation or a
+    ``get`` concerns; never matches address operations), ``address`` (a bind/unbind's address, or a
+    service operation's virtual address) and ``real`` (the real server of a real server operation).
+    ``times``: how many matching requests fail (None: all of them until ``clear``).
+
+    Operations fail as in ``NetlinkKernel``: ``execute`` returns a ``KernelError`` with the errno
+    and carries on with the rest of the batch. Reads fail as ``NetlinkKernel``'s do: a failed dump
+    raises ``KernelUnavailable``; a failed ``get`` returns None for ENOENT/ESRCH and raises
+    ``KernelUnavailable`` for anything else.
+    """
+
+    errno: int
+    op: type | tuple[type, ...] | str | None = None
+    service: ServiceKey | None = None
+    address: IPAddress | None = None
+    real: RealKey | None = None
+    times: int | None = None
+
+    def matches(self, op: Operation) -> bool:
+        if isinstance(self.op, str) or (self.op is not None and not isinstance(op, self.op)):
+            return False
+        if self.service is not None and service_of(op) != self.service:
+            return False
+        if self.address is not None and _address_of(op) != self.address:
+            return False
+        return self.real is None or _real_of(op) == self.real
+
+
+def _address_of(op: Operation) -> IPAddress | None:
+    if isinstance(op, BindAddress | UnbindAddress):
+        return op.address
+    key = service_of(op)
+    return key.address if key is not None else None
+
+
+def _real_of(op: Operation) -> RealKey | None:
+    if isinstance(op, AddReal | EditReal):
+        return op.server.key
+    if isinstance(op, DeleteReal):
+        return op.key
+    return None
+
 
 # "twos" arrived in Linux 6.x and is missing from many kernels: leave it out by default.
 DEFAULT_SCHEDULERS = frozenset(SCHEDULERS) - {"twos"}
@@ -88,8 +141,9 @@ def _normalise(server: VirtualServer) -> VirtualServer:
 class MemoryKernel:
     """A ``Kernel`` that keeps IPVS state in dictionaries.
 
-    Test hooks: ``set_conns``/``set_stats`` fake traffic, ``fail_next`` injects
-    an errno on chosen operations, ``writes`` counts operations submitted to
+    Test hooks: ``set_conns``/``set_stats`` fake traffic, ``inject`` (a ``Fault``) and
+    ``fail_next`` make chosen operations or reads fail with an errno (``fault_hits`` counts
+    what each fault refused; ``clear`` lifts faults), ``writes`` counts operations submitted to
     ``execute`` (so a test can prove a run wrote nothing), ``executed`` keeps
     every submitted operation in order, ``sysctls`` holds written sysctls, ``flushed`` every
     ``flush_conntrack`` call (``set_conntrack_count`` sets what such a call returns).
@@ -107,6 +161,8 @@ class MemoryKernel:
         self._services: dict[ServiceKey, _Service] = {}
         self._bound: dict[IPAddress, None] = {}
         self._failures: list[_Failure] = []
+        self._faults: dict[Fault, int | None] = {}  # fault -> requests it still refuses (None: all)
+        self.fault_hits: Counter[Fault] = Counter()
         self.sysctls: dict[str, str] = dict(sysctls or {})
         self.writes = 0
         self.executed: list[Operation] = []
@@ -117,10 +173,18 @@ class MemoryKernel:
     # --- the Kernel protocol ---
 
     def dump(self, reals: bool = True) -> list[VirtualServerState]:
+        code = self._read_fault("dump", None)
+        if code is not None:
+            raise KernelUnavailable(_read_failure("IPVS dump failed", code))
         states = [self._state(svc) for svc in list(self._services.values())]
         return states if reals else [replace(s, real_servers=()) for s in states]
 
     def get(self, key: ServiceKey) -> VirtualServerState | None:
+        code = self._read_fault("get", key)
+        if code in (errno.ENOENT, errno.ESRCH):
+            return None
+        if code is not None:
+            raise KernelUnavailable(_read_failure("IPVS GET_SERVICE failed", code))
         svc = self._services.get(key)
         return self._state(svc) if svc else None
 
@@ -157,6 +221,23 @@ class MemoryKernel:
         self.closed = True
 
     # --- test hooks ---
+
+    def inject(self, fault: Fault) -> Fault:
+        """Make requests matching ``fault`` fail (see ``Fault``) until it is used up or cleared."""
+        if fault.times is not None and fault.times < 1:
+            raise ValueError(f"times must be at least 1 or None, got {fault.times}")
+        if isinstance(fault.op, str) and fault.op not in READS:
+            raise ValueError(f"op must be an operation class or one of {', '.join(READS)}, got {fault.op!r}")
+        self._faults[fault] = fault.times
+        return fault
+
+    def clear(self, fault: Fault | None = None) -> None:
+        """Lift one injected fault, or all of them (and every ``fail_next``)."""
+        if fault is None:
+            self._faults.clear()
+            self._failures.clear()
+        else:
+            self._faults.pop(fault, None)
 
     def fail_next(self, matcher: OpMatcher, code: int, times: int = 1) -> None:
         """Make the next ``times`` operations matching ``matcher`` fail with ``code``, without effect.
@@ -204,7 +285,26 @@ class MemoryKernel:
                 if failure.times <= 0:
                     self._failures.remove(failure)
                 return failure.errno
+        for fault in list(self._faults):
+            if fault.matches(op):
+                return self._use(fault)
         return None
+
+    def _read_fault(self, kind: str, key: ServiceKey | None) -> int | None:
+        for fault in list(self._faults):
+            if fault.op == kind and (fault.service is None or fault.service == key):
+                return self._use(fault)
+        return None
+
+    def _use(self, fault: Fault) -> int:
+        self.fault_hits[fault] += 1
+        left = self._faults[fault]
+        if left is not None:
+            if left <= 1:
+                del self._faults[fault]
+            else:
+                self._faults[fault] = left - 1
+        return fault.errno
 
     def _state(self, svc: _Service) -> VirtualServerState:
         reals = tuple(
@@ -281,3 +381,12 @@ class MemoryKernel:
                 return errno.ENOENT
             dest.server = r
         return 0
+
+
+def _read_failure(what: str, code: int) -> str:
+    """The message ``NetlinkKernel`` gives when a read fails with ``code``."""
+    if code == errno.EPERM:
+        from ipvsctl.kernel.netlink import NO_PERMISSION
+
+        return NO_PERMISSION
+    return f"{what}: {os.strerror(code)}"

@@ -23,7 +23,7 @@ from pathlib import Path
 from ipvsctl import logs
 from ipvsctl.agent.world import ObjectKey, Value, World
 from ipvsctl.errors import Origin, Problem
-from ipvsctl.sources.files import YAML_SUFFIXES, documents, objects, parse_object, read_text
+from ipvsctl.sources.files import YAML_SUFFIXES, documents, objects, parse_object, read_file
 
 log = logs.get()
 
@@ -117,7 +117,17 @@ class DirectorySource:
             path = Path(raw)
             if path.is_dir():
                 dirs.add(str(path))
+                seen: set[tuple[int, int]] = set()  # directories by (device, inode): symlink loops end here
                 for root, subdirs, names in os.walk(path, followlinks=True):
+                    try:
+                        st = os.stat(root)
+                    except OSError:
+                        subdirs[:] = []
+                        continue
+                    if (st.st_dev, st.st_ino) in seen:
+                        subdirs[:] = []
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
                     subdirs[:] = [d for d in subdirs if not d.startswith("..")]  # ConfigMap internals
                     dirs.add(root)
                     files.update(
@@ -164,14 +174,14 @@ class DirectorySource:
         source = file_source(name)
         file_key: ObjectKey = (source, "", "", "")
         try:
-            text = read_text(name)
-        except (OSError, UnicodeDecodeError) as err:
-            self._keep(name, [Problem(Origin(name), "", f"cannot read: {getattr(err, 'strerror', None) or err}")])
+            data = read_file(name)
+        except OSError as err:
+            self._keep(name, [Problem(Origin(name), "", f"cannot read: {err.strerror or err}")])
             return
         old = self.contents.get(name, {})
         new: dict[ObjectKey, tuple[Value, ...]] = {}
         problems: dict[ObjectKey, list[Problem]] = {}
-        for item in documents(name, text):
+        for item in documents(name, data):
             if isinstance(item, Problem):
                 self._keep(name, [item])
                 return

@@ -21,6 +21,11 @@ SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 DEFAULT_AFFINITY_TIMEOUT = 10800
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_ANNOTATIONS = 256 * 1024  # characters in one object's annotations (Kubernetes: 256 KiB)
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_IPV4_LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 class Node:
@@ -42,7 +47,7 @@ class Node:
         node = self
         for part in dotted.split("."):
             if node.value is not None and not isinstance(node.value, dict):
-                raise InputError(node.path, f"must be a mapping, got {_kind(node.value)}")
+                raise InputError(node.path, f"must be a mapping, got {kind_of(node.value)}")
             node = node.child(part)
         return node
 
@@ -57,7 +62,7 @@ class Node:
         if self.value is None and default is not None:
             return default
         if not isinstance(self.value, dict):
-            raise self.fail(f"must be a mapping, got {_kind(self.value)}")
+            raise self.fail(f"must be a mapping, got {kind_of(self.value)}")
         return self.value
 
     def items(self) -> list[Node]:
@@ -65,21 +70,21 @@ class Node:
         if self.value is None:
             return []
         if not isinstance(self.value, list):
-            raise self.fail(f"must be a list, got {_kind(self.value)}")
+            raise self.fail(f"must be a list, got {kind_of(self.value)}")
         return [self.child(i) for i in range(len(self.value))]
 
     def string(self, default: str | None = None) -> str:
         if self.value is None and default is not None:
             return default
         if not isinstance(self.value, str):
-            raise self.fail(f"must be a string, got {_kind(self.value)}")
+            raise self.fail(f"must be a string, got {kind_of(self.value)}")
         return self.value
 
     def integer(self, low: int, high: int, default: int | None = None) -> int:
         if self.value is None and default is not None:
             return default
         if isinstance(self.value, bool) or not isinstance(self.value, int):
-            raise self.fail(f"must be an integer, got {_kind(self.value)}")
+            raise self.fail(f"must be an integer, got {kind_of(self.value)}")
         if not low <= self.value <= high:
             raise self.fail(f"must be between {low} and {high}, got {self.value}")
         return self.value
@@ -88,13 +93,13 @@ class Node:
         if self.value is None:
             return default
         if not isinstance(self.value, bool):
-            raise self.fail(f"must be true or false, got {_kind(self.value)}")
+            raise self.fail(f"must be true or false, got {kind_of(self.value)}")
         return self.value
 
     def choice(self, options: tuple[str, ...], default: str) -> str:
         value = self.string(default)
         if value not in options:
-            raise self.fail(f"must be one of {', '.join(options)}; got {value!r}")
+            raise self.fail(f"must be one of {', '.join(options)}; got {show(value)}")
         return value
 
     def address(self, purpose: str = "service") -> IPAddress:
@@ -102,14 +107,17 @@ class Node:
         try:
             addr = ipaddress.ip_address(text)
         except ValueError:
-            raise self.fail(f"{text!r} is not an IPv4 or IPv6 address") from None
+            raise self.fail(f"{show(text)} is not an IPv4 or IPv6 address") from None
+        if addr.version == 6 and addr.scope_id is not None:
+            raise self.fail(f"{show(text)} has a zone index (%{show(addr.scope_id, 20)[1:-1]}): IPVS cannot use it")
         problem = unusable_address(addr, purpose)
         if problem:
             raise self.fail(f"{text} is {problem}")
         return addr
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a YAML value is, in words, for messages ("a string", "a mapping", ...)."""
     if value is None:
         return "nothing"
     return {
@@ -122,6 +130,20 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """A value quoted for a message: repr (so control characters show as escapes), cut to ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def display(value: Any) -> str:
+    """A namespace or name as it appears in messages: as written if it is a plain printable
+    string of sane length, otherwise quoted and cut (a name must not forge a line of output)."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 253:
+        return value
+    return show(value)
+
+
 def unusable_address(addr: IPAddress, purpose: str) -> str | None:
     """Why an address cannot be a virtual (or backend) address, or None if it can."""
     if addr.is_unspecified:
@@ -130,21 +152,37 @@ def unusable_address(addr: IPAddress, purpose: str) -> str | None:
         return "a multicast address"
     if addr.is_loopback:
         return "a loopback address"
-    if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+    if addr.version == 4 and addr == _BROADCAST:
         return "the broadcast address"
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return f"an IPv4-mapped IPv6 address: write {addr.ipv4_mapped}"
     if addr.version == 6 and addr.is_link_local and purpose == "service":
         return "an IPv6 link-local address"
+    if addr.version == 4 and purpose == "service" and addr in _IPV4_LINK_LOCAL:
+        return "an IPv4 link-local address"
     return None
 
 
-def metadata(doc: Node) -> tuple[str, str]:
-    """(namespace, name) of an object; name is required, namespace defaults to 'default'."""
+def metadata(doc: Node, subdomain: bool = False) -> tuple[str, str]:
+    """(namespace, name) of an object; name is required, namespace defaults to 'default'.
+
+    As in Kubernetes, a namespace is a DNS label (lower-case letters, digits, '-'; at most 63),
+    and so is a name, or a DNS subdomain (labels joined by '.'; at most 253) if ``subdomain``."""
     meta = doc.child("metadata")
     meta.mapping()
-    name = meta.child("name").string()
+    name_node = meta.child("name")
+    name = name_node.string()
     if not name:
-        raise meta.child("name").fail("must not be empty")
-    namespace = meta.child("namespace").string("default") or "default"
+        raise name_node.fail("must not be empty")
+    if subdomain:
+        if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+            raise name_node.fail(f"{show(name)} is not a DNS subdomain (lower-case letters, digits, '-', '.')")
+    elif len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+        raise name_node.fail(f"{show(name)} is not a DNS label (at most 63 lower-case letters, digits, '-')")
+    ns_node = meta.child("namespace")
+    namespace = ns_node.string("default") or "default"
+    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        raise ns_node.fail(f"{show(namespace)} is not a DNS label (at most 63 lower-case letters, digits, '-')")
     return namespace, name
 
 
@@ -162,10 +200,20 @@ def parse_service(doc: Node) -> Service:
     spec = doc.child("spec")
     spec.mapping()
     stype = spec.child("type").choice(SERVICE_TYPES, "ClusterIP")
-    annotations = doc.at("metadata.annotations").mapping({})
+    annotations_node = doc.at("metadata.annotations")
+    annotations = annotations_node.mapping({})
+    size = 0
     for key, value in annotations.items():
+        if not isinstance(key, str):
+            raise annotations_node.fail(f"keys must be strings, got {kind_of(key)} {show(key, 30)}")
         if not isinstance(value, str):
-            raise doc.at("metadata.annotations").child(str(key)).fail(f"must be a string, got {_kind(value)}")
+            path = f"{annotations_node.path}.{display(key)}"
+            raise InputError(path, f"must be a string, got {kind_of(value)}")
+        size += len(key) + len(value)
+    if size > MAX_ANNOTATIONS:
+        raise annotations_node.fail(
+            f"must hold at most {MAX_ANNOTATIONS // 1024} Ki characters in all (Kubernetes' limit is 256 KiB)"
+        )
 
     cluster_ip = spec.child("clusterIP")
     headless = cluster_ip.value == "None"
@@ -190,12 +238,12 @@ def parse_service(doc: Node) -> Service:
     for pnode in port_nodes:
         pnode.mapping()
         pname = pnode.child("name").string("")
-        if pname and not _PORT_NAME.match(pname):
-            raise pnode.child("name").fail(f"{pname!r} is not a valid port name (lower-case letters, digits, '-')")
+        if pname and (len(pname) > 63 or not _PORT_NAME.fullmatch(pname)):
+            raise pnode.child("name").fail(f"{show(pname)} is not a valid port name (lower-case letters, digits, '-')")
         if len(port_nodes) > 1 and not pname:
             raise pnode.child("name").fail("is required when a Service has more than one port")
         if pname in names:
-            raise pnode.child("name").fail(f"duplicate port name {pname!r}")
+            raise pnode.child("name").fail(f"duplicate port name {show(pname)}")
         names.add(pname)
         proto = protocol(pnode.child("protocol"))
         number = pnode.child("port").integer(1, 65535)
@@ -259,7 +307,7 @@ def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice
     """A discovery.k8s.io/v1 EndpointSlice. Bad endpoints are dropped into ``problems``.
 
     Returns None for slices ipvsctl cannot use (FQDN address type)."""
-    namespace, name = metadata(doc)
+    namespace, name = metadata(doc, subdomain=True)
     labels = doc.at("metadata.labels").mapping({})
     service = labels.get(SERVICE_NAME_LABEL)
     if not isinstance(service, str) or not service:
