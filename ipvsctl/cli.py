@@ -15,8 +15,10 @@ Exit codes (every verb):
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +30,8 @@ from ipvsctl import __version__, logs
 from ipvsctl.apply import Result, observe, sync
 from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
-from ipvsctl.model.desired import Desired
-from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, address_sort_key
+from ipvsctl.model.desired import Desired, Owner
+from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, VirtualServerState, address_sort_key
 from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
 from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
 from ipvsctl.settings import Settings
@@ -46,12 +48,31 @@ def open_netlink_kernel(interface: str) -> Kernel:
     return NetlinkKernel(interface=interface)
 
 
-# Tests replace this with a factory returning a MemoryKernel.
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+# Tests replace these: a factory returning a MemoryKernel; the terminal question; the clock and
+# sleep of `list --watch`.
 KERNEL_FACTORY: Callable[[str], Kernel] = open_netlink_kernel
+STDOUT_IS_TTY: Callable[[], bool] = stdout_is_tty
+CLOCK: Callable[[], float] = time.monotonic
+SLEEP: Callable[[float], None] = time.sleep
+
+EXAMPLES = """\b
+Examples:
+  ipvsctl validate -f examples/
+  sudo ipvsctl apply -f examples/ --node-ip 192.0.2.10
+  sudo ipvsctl list --all
+  sudo ipvsctl list --watch --interval 1
+  ipvsctl --show-completion bash
+  ipvsctl version"""
 
 app = typer.Typer(
     help="Turn Kubernetes Services and their endpoints into Linux IPVS virtual servers.\n\n"
-    + (__doc__ or "").split("\n\n", 1)[1],
+    + (__doc__ or "").split("\n\n", 1)[1]
+    + "\n\n"
+    + EXAMPLES,
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode=None,
@@ -115,6 +136,16 @@ Adopt = Annotated[
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ipvsctl to finish.")]
 
 
+def version_text() -> str:
+    return f"ipvsctl {__version__}\npython {sys.version.split()[0]}"
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     log_format: Annotated[str, typer.Option("--log-format", help="console or json")] = "console",
@@ -123,6 +154,10 @@ def main_options(
         Path,
         typer.Option("--state-dir", envvar="IPVSCTL_STATE_DIR", help=("Where the ownership record and lock live.")),
     ] = Path("/run/ipvsctl"),
+    version_flag: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=show_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     if log_format not in ("console", "json"):
         raise typer.BadParameter("must be console or json", param_hint="--log-format")
@@ -254,7 +289,10 @@ def validate(
 ) -> None:
     """Check manifests without touching the kernel. Prints every mistake: file, object, field, why.
 
-    Example: ipvsctl validate -f examples/
+    \b
+    Examples:
+      ipvsctl validate -f examples/
+      kubectl get svc,endpointslices -A -o yaml | ipvsctl validate -f -
     """
     settings = make_settings(node_ip, node_name, scheduler, "ipvsctl0")
     desired = translate(load(filename), settings)
@@ -278,7 +316,10 @@ def diff(
 ) -> None:
     """Show what `apply` would change. Exit 0: nothing; 1: changes pending; more: errors.
 
-    Example: sudo ipvsctl diff -f examples/
+    \b
+    Examples:
+      sudo ipvsctl diff -f examples/
+      sudo ipvsctl diff -f examples/web.yaml --node-ip 192.0.2.10 && echo "in step"
     """
     settings = make_settings(node_ip, node_name, scheduler, interface, adopt)
     with kernel_session(interface) as kernel:
@@ -322,7 +363,10 @@ def apply(
     leave while they still hold TCP connections are drained at weight 0 and deleted by a later
     run once idle (or after --drain-timeout).
 
-    Example: sudo ipvsctl apply -f examples/ --node-ip 192.0.2.10
+    \b
+    Examples:
+      sudo ipvsctl apply -f examples/ --node-ip 192.0.2.10
+      sudo ipvsctl apply -f examples/ --scheduler wlc --drain-timeout 300
     """
     settings = make_settings(
         node_ip,
@@ -351,33 +395,118 @@ def list_(
     output: Annotated[str, typer.Option("-o", "--output", help="table, wide, json or yaml")] = "table",
     stats: Annotated[bool, typer.Option("--stats", help="Add packet, byte and connection counters.")] = False,
     rate: Annotated[
-        bool, typer.Option("--rate", help=("Add per-second rates (the kernel refreshes them every 2 s)."))
+        bool,
+        typer.Option(
+            "--rate",
+            help="Add per-second rates (the kernel's estimates, refreshed every 2 s; --watch measures its own).",
+        ),
     ] = False,
     show_all: Annotated[
         bool, typer.Option("--all", "-A", help=("Also show virtual servers ipvsctl did not create, marked <foreign>."))
     ] = False,
     interface: Interface = "ipvsctl0",
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Redraw every --interval seconds until Ctrl-C, with rates measured between two reads.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            "-n",
+            metavar="SECONDS",
+            show_default=False,
+            help="With --watch: seconds between frames, more than 0 (default 2).",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", metavar="N", min=1, show_default=False, help="With --watch: stop after N frames."),
+    ] = None,
+    color: Annotated[
+        str,
+        typer.Option(
+            "--color",
+            metavar="auto|always|never",
+            help="Colour the table: auto means on a terminal, unless NO_COLOR is set or TERM=dumb.",
+        ),
+    ] = "auto",
 ) -> None:
     """Show virtual servers with the Service each was made for.
 
-    Example: ipvsctl list -o wide --stats
+    On a terminal the table is coloured: bold header, <foreign> rows dim, weight-0 (draining)
+    real servers yellow, red where no real server takes new connections. json and yaml never are.
+
+    With --watch the table is redrawn every --interval seconds until Ctrl-C (on a terminal the
+    screen is cleared first; otherwise frames follow each other under a timestamp), and the rate
+    columns show rates measured between two reads rather than the kernel's 2 s estimates.
+
+    \b
+    Examples:
+      sudo ipvsctl list
+      sudo ipvsctl list -o wide --stats --all
+      sudo ipvsctl list -o json
+      sudo ipvsctl list --watch --interval 1
+      sudo ipvsctl list -w --count 5 --color never > rates.log
     """
+    from ipvsctl import colour
+
     if output not in ("table", "wide", "json", "yaml"):
         raise typer.BadParameter("must be table, wide, json or yaml", param_hint="--output")
+    if color not in colour.MODES:
+        raise typer.BadParameter(f"must be {', '.join(colour.MODES)}", param_hint="--color")
+    if not watch and (interval is not None or count is not None):
+        raise typer.BadParameter("only with --watch", param_hint="--interval/--count")
+    if watch and output not in ("table", "wide"):
+        raise typer.BadParameter(
+            "works with -o table or wide; for json, run `ipvsctl list -o json` in a loop", param_hint="--watch"
+        )
+    if interval is not None and not interval > 0:
+        raise typer.BadParameter("must be more than 0 seconds", param_hint="--interval")
     store = Store(CTX.state_dir)
-    with kernel_session(interface) as kernel:
-        dump = kernel.dump()
+
+    def items(dump: Sequence[VirtualServerState]) -> list[tuple[VirtualServerState, Owner | None]]:
+        try:
+            owned = store.load()
+        except StateError as err:
+            raise fail(EXIT_STATE, str(err)) from None
+        return rows(dump, owned.services, show_all)
+
+    tty = STDOUT_IS_TTY()
+    paint = output in ("table", "wide") and colour.wanted(color, isatty=tty, environ=os.environ)
+    if not watch:
+        with kernel_session(interface) as kernel:
+            dump = kernel.dump()
+        if output == "json":
+            typer.echo(render_json(items(dump)))
+        elif output == "yaml":
+            typer.echo(render_yaml(items(dump)), nl=False)
+        else:
+            table = render_table(items(dump), wide=output == "wide", stats=stats, rate=rate, colour=paint)
+            typer.echo(table, color=paint)
+        return
+
+    from ipvsctl import watch as watching
+
+    every = interval or 2.0
+    clear = tty and os.environ.get("TERM") != "dumb"
+    shown = 0
+
+    def show(dump: Sequence[VirtualServerState], rates: Mapping[watching.RateKey, watching.Rates]) -> None:
+        nonlocal shown
+        body = render_table(items(dump), wide=output == "wide", stats=stats, rate=True, rates=rates, colour=paint)
+        typer.echo(watching.frame(body, interval=every, when=time.time(), first=not shown, clear=clear), color=True)
+        shown += 1
+
     try:
-        owned = store.load()
-    except StateError as err:
-        raise fail(EXIT_STATE, str(err)) from None
-    items = rows(dump, owned.services, show_all)
-    if output == "json":
-        typer.echo(render_json(items))
-    elif output == "yaml":
-        typer.echo(render_yaml(items), nl=False)
-    else:
-        typer.echo(render_table(items, wide=output == "wide", stats=stats, rate=rate))
+        with kernel_session(interface) as kernel:
+            watching.loop(kernel.dump, show, interval=every, count=count, clock=CLOCK, sleep=SLEEP)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_OK) from None
 
 
 @app.command()
@@ -390,7 +519,10 @@ def cleanup(
 
     Virtual servers made by anyone else are never touched.
 
-    Example: sudo ipvsctl cleanup
+    \b
+    Examples:
+      sudo ipvsctl cleanup --dry-run
+      sudo ipvsctl cleanup
     """
     settings = Settings(interface=interface, state_dir=CTX.state_dir, set_sysctls=False)
     with kernel_session(interface) as kernel, locked(Store(CTX.state_dir), lock_timeout):
@@ -405,8 +537,10 @@ def _env(name: str) -> str:
     return f"IPVSCTL_{name.upper().replace('-', '_')}"
 
 
-def _opt(name: str, help_text: str, metavar: str | None = None, *extra: str) -> Any:
-    return typer.Option(f"--{name}", *extra, help=help_text, metavar=metavar, envvar=_env(name), show_default=False)
+def _opt(name: str, help_text: str, metavar: str | None = None, negative: bool = False) -> Any:
+    """An agent option that may also come from IPVSCTL_<NAME>; ``negative`` adds --no-<name>."""
+    flag = f"--{name}/--no-{name}" if negative else f"--{name}"
+    return typer.Option(flag, help=help_text, metavar=metavar, envvar=_env(name), show_default=False)
 
 
 @app.command()
@@ -443,10 +577,10 @@ def agent(
         str | None, _opt("interface", "Dummy interface for virtual addresses (default ipvsctl0).", "NAME")
     ] = None,
     adopt: Annotated[
-        bool | None, _opt("adopt", "Take over existing virtual servers the input describes.", None, "--no-adopt")
+        bool | None, _opt("adopt", "Take over existing virtual servers the input describes.", None, negative=True)
     ] = None,
     sysctls: Annotated[
-        bool | None, _opt("sysctls", "Set the IPVS sysctls kube-proxy sets (default on).", None, "--no-sysctls")
+        bool | None, _opt("sysctls", "Set the IPVS sysctls kube-proxy sets (default on).", None, negative=True)
     ] = None,
     min_sync_period: Annotated[
         str | None, _opt("min-sync-period", "Least time between two syncs; changes are coalesced (default 1s).", "DUR")
@@ -487,8 +621,14 @@ def agent(
 
 @app.command()
 def version() -> None:
-    """Print ipvsctl's version."""
-    typer.echo(f"ipvsctl {__version__}")
+    """Print ipvsctl's version, then Python's.
+
+    \b
+    Examples:
+      ipvsctl version
+      ipvsctl --version
+    """
+    typer.echo(version_text())
 
 
 def main() -> None:

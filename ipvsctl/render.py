@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,6 +19,9 @@ from ipvsctl.model.ipvs import (
     VirtualServerState,
 )
 from ipvsctl.model.ops import Operation, describe, service_of
+
+if TYPE_CHECKING:
+    from ipvsctl.watch import RateKey, Rates
 
 FLAG_NAMES = {
     ServiceFlag.PERSISTENT: "persistent",
@@ -137,10 +140,44 @@ def human(n: int) -> str:
     return str(n)
 
 
-def table(headers: list[str], body: list[list[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
-    lines = ["   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *body]]
-    return "\n".join(lines)
+Span = tuple[str, str]  # a piece of a cell's text and its colour code ("" for none)
+Cell = str | tuple[Span, ...]  # a cell: plain text, or pieces coloured separately
+
+
+def plain(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else "".join(text for text, _ in cell)
+
+
+def table(headers: list[str], body: list[list[Cell]], styles: Sequence[str] = (), colour: bool = False) -> str:
+    """Columns three spaces apart, widths measured on the plain text.
+
+    ``styles`` gives each body row a colour code, used only with ``colour`` (the header is then bold);
+    a cell's own pieces are painted in the row's code plus theirs."""
+    widths = [max([len(h), *(len(plain(r[i])) for r in body)]) for i, h in enumerate(headers)]
+    if not colour:
+        texts = [headers, *([plain(c) for c in r] for r in body)]
+        return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in texts)
+    from ipvsctl.colour import BOLD, paint
+
+    def line(cells: Sequence[Cell], style: str) -> str:
+        out = []
+        for cell, width in zip(cells, widths, strict=True):
+            pieces = [(cell, "")] if isinstance(cell, str) else cell
+            text = "".join(paint(t, style, code) for t, code in pieces)
+            out.append(text + " " * (width - len(plain(cell))))
+        return "   ".join(out).rstrip()
+
+    row_styles = list(styles) + [""] * (len(body) - len(styles))
+    return "\n".join([line(headers, BOLD), *(line(r, st) for r, st in zip(body, row_styles, strict=True))])
+
+
+def rate_text(value: float) -> str:
+    """A measured rate: one decimal below 10 (0.5 connections a second is not 0), else as ``human``."""
+    if value == 0:
+        return "0"
+    if round(value, 1) < 10:
+        return f"{value:.1f}"
+    return human(round(value))
 
 
 def render_table(
@@ -149,10 +186,18 @@ def render_table(
     wide: bool = False,
     stats: bool = False,
     rate: bool = False,
+    rates: Mapping[RateKey, Rates] | None = None,
+    colour: bool = False,
 ) -> str:
-    """kubectl-like table, one row per virtual server (``wide``: one row per real server too)."""
+    """kubectl-like table, one row per virtual server (``wide``: one row per real server too).
+
+    ``rates``, when given, replaces the kernel's own rate estimates in the ``rate`` columns (a
+    missing entry shows as ``-``). ``colour`` paints it for a terminal: bold header, ``<foreign>``
+    rows dim, rows with no real server taking new connections red, weight-0 real servers yellow."""
     if not items:
         return "No virtual servers owned by ipvsctl."
+    from ipvsctl.colour import DIM, RED, YELLOW
+
     headers = ["NAME", "PROTO", "VIRTUAL", "SCHEDULER", "REAL SERVERS", "ACTIVE", "INACTIVE"]
     if wide:
         headers += ["FLAGS", "PERSISTENCE"]
@@ -160,15 +205,24 @@ def render_table(
         headers += ["CONNS", "INPKTS", "OUTPKTS", "INBYTES", "OUTBYTES"]
     if rate:
         headers += ["CPS", "INPPS", "OUTPPS", "INBPS", "OUTBPS"]
-    body: list[list[str]] = []
+    body: list[list[Cell]] = []
+    styles: list[str] = []
     for vs, owner in items:
         key = vs.server.key
         reals = vs.real_servers
+        real_text: Cell
         if wide:
             real_text = f"{len(reals)}"
+        elif not reals:
+            real_text = "<none>"
         else:
-            real_text = ",".join(f"{rs.server.key}*{rs.server.weight}" for rs in reals) or "<none>"
-        row = [
+            pieces: list[Span] = []
+            for i, rs in enumerate(reals):
+                if i:
+                    pieces.append((",", ""))
+                pieces.append((f"{rs.server.key}*{rs.server.weight}", "" if rs.server.weight else YELLOW))
+            real_text = tuple(pieces)
+        row: list[Cell] = [
             str(owner) if owner else "<foreign>",
             key.protocol.name if key.protocol else "FWM",
             virtual_text(key),
@@ -179,11 +233,13 @@ def render_table(
         ]
         if wide:
             row += [",".join(flag_names(vs)) or "-", f"{vs.server.timeout}s" if vs.server.timeout else "-"]
-        row += _counter_cells(vs.stats, stats, rate)
+        row += _counter_cells(vs.stats, stats, rate, rates, (key, None))
         body.append(row)
+        dim = "" if owner else DIM
+        styles.append(";".join(filter(None, [dim, "" if any(r.server.weight for r in reals) else RED])))
         if wide:
             for rs in reals:
-                sub = [
+                sub: list[Cell] = [
                     "",
                     "",
                     f"  -> {rs.server.key}",
@@ -194,16 +250,23 @@ def render_table(
                     "",
                     "",
                 ]
-                body.append(sub + _counter_cells(rs.stats, stats, rate))
-    return table(headers, body)
+                body.append(sub + _counter_cells(rs.stats, stats, rate, rates, (key, rs.server.key)))
+                styles.append(";".join(filter(None, [dim, "" if rs.server.weight else YELLOW])))
+    return table(headers, body, styles, colour)
 
 
-def _counter_cells(s: Stats, stats: bool, rate: bool) -> list[str]:
-    cells: list[str] = []
+def _counter_cells(
+    s: Stats, stats: bool, rate: bool, rates: Mapping[RateKey, Rates] | None, key: RateKey
+) -> list[Cell]:
+    cells: list[Cell] = []
     if stats:
         cells += [human(s.conns), human(s.inpkts), human(s.outpkts), human(s.inbytes), human(s.outbytes)]
-    if rate:
+    if rate and rates is None:
         cells += [str(s.cps), str(s.inpps), str(s.outpps), human(s.inbps), human(s.outbps)]
+    elif rate:
+        r = rates.get(key)
+        values = (r.cps, r.inpps, r.outpps, r.inbps, r.outbps) if r else None
+        cells += [rate_text(v) for v in values] if values else ["-"] * 5
     return cells
 
 

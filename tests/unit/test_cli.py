@@ -1,4 +1,5 @@
-"""The CLI end to end on the in-memory kernel: apply, diff, list, cleanup, validate, exit codes."""
+"""The CLI end to end on the in-memory kernel: apply, diff, list (colour, --watch), cleanup, validate, exit codes,
+help, completion and version."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ipvsctl import cli
+from ipvsctl.colour import YELLOW, paint, strip
 from ipvsctl.kernel.base import KernelUnavailable
 from ipvsctl.kernel.memory import MemoryKernel
-from ipvsctl.model.ipvs import Protocol, RealKey, RealServer, ServiceKey, VirtualServer
-from ipvsctl.model.ops import AddReal, AddService
+from ipvsctl.model.ipvs import Protocol, RealKey, RealServer, ServiceKey, Stats, VirtualServer
+from ipvsctl.model.ops import AddReal, AddService, EditReal
+from ipvsctl.watch import CLEAR
 from tests.conftest import ip
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -210,3 +213,187 @@ def test_scheduler_edit_in_diff_and_failed_edit_in_apply(kernel: MemoryKernel, t
     code, _, err = run("apply", "-f", str(tmp_path), *NODE)
     assert code == 4
     assert "demo/web:http: edit virtual server TCP 198.51.100.10:80" in err and "modprobe ip_vs_mh" in err
+
+
+def apply_web_with_draining(kernel: MemoryKernel) -> ServiceKey:
+    """Apply web.yaml, then set one of its real servers to weight 0 as a drain would; return its key."""
+    assert run("apply", "-f", str(EXAMPLES / "web.yaml"), *NODE)[0] == 0
+    web = ServiceKey(Protocol.TCP, ip("198.51.100.10"), 80)
+    kernel.execute([EditReal(web, RealServer(RealKey(ip("203.0.113.12"), 8080), 0))])
+    return web
+
+
+@pytest.fixture
+def tty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stdout counts as a terminal, colour-capable."""
+    monkeypatch.setattr(cli, "STDOUT_IS_TTY", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+
+
+def test_list_colours_only_a_terminal(kernel: MemoryKernel, tty: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the table is coloured (draining real server yellow), and aligned as the plain one."""
+    apply_web_with_draining(kernel)
+    _, out, _ = run("list")
+    assert paint("203.0.113.12:8080*0", YELLOW) in out
+    _, plain_out, _ = run("list", "--color", "never")
+    assert "\x1b[" not in plain_out and strip(out) == plain_out
+    monkeypatch.setattr(cli, "STDOUT_IS_TTY", lambda: False)
+    assert run("list")[1] == plain_out
+
+
+@pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_list_colour_off_by_environment(kernel: MemoryKernel, tty: None, env: dict[str, str]) -> None:
+    """NO_COLOR or TERM=dumb turn colour off on a terminal; --color always turns it back on."""
+    apply_web_with_draining(kernel)
+    result = CliRunner().invoke(cli.app, ["list"], env=env)
+    assert result.exit_code == 0 and "\x1b[" not in result.stdout
+    result = CliRunner().invoke(cli.app, ["list", "--color", "always"], env=env)
+    assert paint("203.0.113.12:8080*0", YELLOW) in result.stdout
+
+
+def test_list_color_always_without_terminal_but_never_json(kernel: MemoryKernel) -> None:
+    """--color always colours piped table output; json and yaml stay plain whatever --color says."""
+    apply_web_with_draining(kernel)
+    assert "\x1b[" in run("list", "--color", "always")[1]
+    for form in ("json", "yaml"):
+        code, out, _ = run("list", "-o", form, "--color", "always")
+        assert code == 0 and "\x1b[" not in out
+    code, _, err = run("list", "--color", "sometimes")
+    assert code == 2 and "auto, always, never" in err
+
+
+class Traffic:
+    """The watch loop's clock and sleep: each sleep passes the time and sends traffic to web's first real server."""
+
+    def __init__(self, kernel: MemoryKernel, key: ServiceKey) -> None:
+        self.kernel, self.key, self.now, self.n = kernel, key, 0.0, 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.n += 1
+        n = self.n
+        stats = Stats(conns=4 * n, inpkts=40 * n, outpkts=30 * n, inbytes=8000 * n, outbytes=2_000_000 * n)
+        self.kernel.set_stats(self.key, stats)
+        self.kernel.set_stats(self.key, stats, RealKey(ip("203.0.113.11"), 8080))
+
+
+@pytest.fixture
+def traffic(kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch) -> Traffic:
+    t = Traffic(kernel, apply_web_with_draining(kernel))
+    monkeypatch.setattr(cli, "CLOCK", t.clock)
+    monkeypatch.setattr(cli, "SLEEP", t.sleep)
+    return t
+
+
+def test_watch_prints_frames_with_measured_rates(traffic: Traffic) -> None:
+    """--watch --count 3 prints three timestamped frames, a blank line apart; rates come from counter deltas."""
+    code, out, err = run("list", "--watch", "--count", "3", "--interval", "2")
+    assert code == 0, err
+    frames = out.split("\n\n")
+    assert len(frames) == 3 and all(f.startswith("Every 2s: ipvsctl list    ") for f in frames)
+    assert "\x1b" not in out
+    first, second = (f.splitlines()[2].split() for f in frames[:2])
+    assert first[0] == "demo/web:http" and first[-5:] == ["-"] * 5
+    assert second[-5:] == ["2.0", "20", "15", "4.0K", "1.0M"]
+    assert traffic.now == 4.0
+
+
+def test_watch_wide_rates_per_real_server(traffic: Traffic) -> None:
+    """-o wide --watch gives each real server its own measured rates."""
+    code, out, _ = run("list", "-w", "-o", "wide", "--count", "2", "-n", "0.5", "--stats")
+    assert code == 0
+    last = out.split("\n\n")[-1].splitlines()
+    busy = next(line.split() for line in last if "-> 203.0.113.11:8080" in line)
+    idle = next(line.split() for line in last if "-> 203.0.113.12:8080" in line)
+    assert busy[-5:] == ["8.0", "80", "60", "16.0K", "4.0M"] and idle[-5:] == ["0"] * 5
+
+
+def test_watch_on_a_terminal_clears_and_redraws(traffic: Traffic, tty: None) -> None:
+    """On a terminal every frame starts by clearing the screen, and the table is coloured."""
+    code, out, _ = run("list", "--watch", "--count", "2")
+    assert code == 0
+    assert out.count(CLEAR) == 2 and out.startswith(CLEAR)
+    assert paint("203.0.113.12:8080*0", YELLOW) in out
+
+
+def test_watch_ctrl_c_exits_zero_quietly(traffic: Traffic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while waiting for the next frame ends --watch with exit 0 and no traceback."""
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "SLEEP", interrupted)
+    result = CliRunner().invoke(cli.app, ["list", "--watch"])
+    assert result.exit_code == 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout.startswith("Every 2s: ipvsctl list") and "Traceback" not in result.output
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--watch", "-o", "json"], "works with -o table or wide"),
+        (["--watch", "-o", "yaml"], "works with -o table or wide"),
+        (["--watch", "--interval", "0"], "more than 0"),
+        (["--watch", "--interval", "-1"], "more than 0"),
+        (["--watch", "--count", "0"], "--count"),
+        (["--count", "3"], "only with --watch"),
+        (["--interval", "1"], "only with --watch"),
+    ],
+)
+def test_watch_usage_errors(kernel: MemoryKernel, args: list[str], message: str) -> None:
+    """--watch refuses json/yaml and a non-positive interval or count; --interval/--count need --watch."""
+    code, out, err = run("list", *args)
+    assert code == 2 and message in err and out == ""
+
+
+def test_show_completion_prints_a_bash_script() -> None:
+    """--show-completion bash prints the bash completion function for ipvsctl."""
+    result = CliRunner().invoke(cli.app, ["--show-completion", "bash"], prog_name="ipvsctl")
+    assert result.exit_code == 0
+    assert "complete -o default -F _ipvsctl_completion ipvsctl" in result.stdout
+    assert "_IPVSCTL_COMPLETE=complete_bash" in result.stdout
+
+
+def test_completion_completes_verbs_and_flags() -> None:
+    """The completion protocol the script calls answers verb and flag prefixes, e.g. `list --wa` -> --watch."""
+    for words, cword, expected in (("ipvsctl li", "1", "list"), ("ipvsctl list --wa", "2", "--watch")):
+        env = {"_IPVSCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}
+        result = CliRunner().invoke(cli.app, [], prog_name="ipvsctl", env=env)
+        assert result.stdout.split() == [expected]
+
+
+def test_version_and_root_version_flag() -> None:
+    """`version` and `--version` both print `ipvsctl X.Y.Z` first, then the Python version."""
+    from ipvsctl import __version__
+
+    for args in (["version"], ["--version"]):
+        code, out, _ = run(*args)
+        lines = out.splitlines()
+        assert code == 0 and lines[0] == f"ipvsctl {__version__}" and lines[1].startswith("python 3.")
+
+
+def verbs() -> list[str]:
+    import typer.main
+
+    return sorted(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("verb", ["", *verbs()])
+def test_every_help_has_examples(verb: str) -> None:
+    """`ipvsctl [VERB] --help` exits 0 and shows an Examples: block with `ipvsctl VERB` command lines."""
+    code, out, _ = run(*([verb] if verb else []), "--help")
+    assert code == 0 and "Examples:" in out
+    examples = [line.strip() for line in out.split("Examples:", 1)[1].splitlines()]
+    prefix = f"ipvsctl {verb}".strip()
+    assert any(line.startswith((prefix, f"sudo {prefix}")) for line in examples), out
+
+
+def test_every_verb_is_checked_for_examples() -> None:
+    """The help test covers all seven verbs, so a new one without examples cannot slip past."""
+    assert set(verbs()) >= {"validate", "diff", "apply", "list", "cleanup", "agent", "version"}
