@@ -65,7 +65,7 @@ Examples:
   sudo ipvsctl apply -f examples/ --node-ip 192.0.2.10
   sudo ipvsctl list --all
   sudo ipvsctl list --watch --interval 1
-  ipvsctl --show-completion bash
+  ipvsctl --show-completion
   ipvsctl version"""
 
 app = typer.Typer(

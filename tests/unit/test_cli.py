@@ -353,8 +353,8 @@ def test_watch_usage_errors(kernel: MemoryKernel, args: list[str], message: str)
 
 
 def test_show_completion_prints_a_bash_script() -> None:
-    """--show-completion bash prints the bash completion function for ipvsctl."""
-    result = CliRunner().invoke(cli.app, ["--show-completion", "bash"], prog_name="ipvsctl")
+    """--show-completion, run under bash, prints the bash completion function for ipvsctl."""
+    result = CliRunner().invoke(cli.app, ["--show-completion"], prog_name="ipvsctl", env={"SHELL": "/bin/bash"})
     assert result.exit_code == 0
     assert "complete -o default -F _ipvsctl_completion ipvsctl" in result.stdout
     assert "_IPVSCTL_COMPLETE=complete_bash" in result.stdout
