@@ -135,6 +135,8 @@ _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NLA = struct.Struct("=HH")  # len, type
 _GENL_HDRLEN = 4
 _NLMSG_HDRLEN = _NLMSG.size
+NLMSG_HDRLEN = _NLMSG_HDRLEN
+NLMSG_HEADER = _NLMSG  # len, type, flags, seq, pid
 _PAYLOAD = _NLMSG_HDRLEN + _GENL_HDRLEN  # where a genl message's attributes start
 _I32 = struct.Struct("=i")
 

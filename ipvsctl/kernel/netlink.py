@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
@@ -86,6 +87,8 @@ class NetlinkKernel:
         self._iproute = None  # pyroute2.IPRoute, created only to create the dummy interface
         self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
+        # per virtual server: digest of its last destination dump and the tuple it decoded to
+        self._reuse: dict[ServiceKey, tuple[bytes, tuple]] = {}
 
     # --- connection ---
 
@@ -155,14 +158,11 @@ class NetlinkKernel:
         except PermissionError as exc:
             raise KernelUnavailable(NO_PERMISSION) from exc
 
-    def _receive(self):
-        """Yield (type, flags, seq, offset, length) per message of the next datagram.
-
-        The offsets point into ``self._view``, valid until the next receive.
-        """
+    def _recv(self) -> int:
+        """Receive the next datagram into ``self._buf``; its length."""
         assert self._sock is not None
         try:
-            n = self._sock.recv_into(self._buf)
+            return self._sock.recv_into(self._buf)
         except TimeoutError as exc:
             raise KernelUnavailable("the kernel did not answer an IPVS netlink request in time") from exc
         except PermissionError as exc:
@@ -170,12 +170,19 @@ class NetlinkKernel:
         except OSError as exc:  # ENOBUFS: replies were dropped, what the kernel did is unknown
             self.close()
             raise KernelUnavailable(f"IPVS netlink socket failed: {exc}") from exc
-        yield from codec.iter_messages(self._view, n)
+
+    def _receive(self):
+        """Yield (type, flags, seq, offset, length) per message of the next datagram.
+
+        The offsets point into ``self._view``, valid until the next receive.
+        """
+        yield from codec.iter_messages(self._view, self._recv())
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._reuse = {}
         self._route.close()
         if self._iproute is not None:
             self._iproute.close()
@@ -224,16 +231,72 @@ class NetlinkKernel:
         if code:
             raise KernelUnavailable(f"IPVS dump failed: {os.strerror(code)}")
 
-    def _dests(self, service) -> tuple:
+    def _dests(self, service, reuse: dict[ServiceKey, tuple[bytes, tuple]] | None = None) -> tuple:
+        """The destinations of one virtual server.
+
+        Each reply message's payload (everything after the netlink header, whose sequence number
+        changes per request) goes into a digest. When the digest equals the one the previous full
+        dump recorded for this virtual server, the bytes are the same as then, and so is what they
+        decode to: the tuple decoded then is returned again and nothing is decoded. Counters are
+        part of the bytes, so a destination that carried traffic, or whose connection counts
+        moved, makes its virtual server decode afresh. ``reuse`` (the next record) receives this
+        virtual server's digest and tuple."""
         seq = self._next_seq()
         af = codec.service_family(service)
-        return tuple(
-            self._dump(
-                codec.encode_dump_dests(self._family, seq, service.key),
-                seq,
-                lambda view, off, length: codec.decode_dest(view, off, length, af),
-            )
-        )
+        key = service.key
+        self._send(codec.encode_dump_dests(self._family, seq, key))
+        digest = hashlib.blake2b(digest_size=16)
+        # (buffer, offset, length) per reply message. The kernel sends NLMSG_DONE in a datagram of
+        # its own, so the data must outlive the receive buffer: every datagram but the last is
+        # copied (once, whole). The messages are walked inline: this loop runs for every virtual
+        # server of every resync.
+        held: list[tuple[bytes | memoryview, int, int]] = []
+        view = self._view
+        family = self._family
+        header = codec.NLMSG_HDRLEN
+        unpack = codec.NLMSG_HEADER.unpack_from
+        done = False
+        while not done:
+            n = self._recv()
+            off = 0
+            here: list[tuple[int, int]] = []
+            while off + header <= n:
+                length, mtype, _flags, mseq, _pid = unpack(view, off)
+                if length < header or off + length > n:
+                    break
+                if mseq == seq:
+                    if mtype == family:
+                        digest.update(view[off + header : off + length])
+                        here.append((off, length))
+                    elif mtype == codec.NLMSG_DONE:
+                        self._raise_for(codec.decode_error(view, off) if length >= 20 else 0)
+                        done = True
+                        break
+                    elif mtype == codec.NLMSG_ERROR:
+                        code = codec.decode_error(view, off)
+                        self._raise_for(code)
+                        if code:
+                            done = True
+                            break
+                off += (length + 3) & ~3
+            if here:
+                data: bytes | memoryview = view if done else bytes(view[:n])
+                held.extend((data, o, length) for o, length in here)
+        fingerprint = digest.digest()
+        last = self._reuse.get(key)
+        if last is not None and last[0] == fingerprint:
+            reals = last[1]
+        else:
+            decoded = []
+            for buf, off, length in held:
+                try:
+                    decoded.append(codec.decode_dest(buf, off, length, af))
+                except codec.DecodeError as exc:
+                    log.warning("skipping an IPVS entry ipvsctl cannot represent: %s", exc)
+            reals = tuple(decoded)
+        if reuse is not None:
+            reuse[key] = (fingerprint, reals)
+        return reals
 
     def dump(self, reals: bool = True) -> list[VirtualServerState]:
         self._connect()
@@ -242,7 +305,10 @@ class NetlinkKernel:
         if not reals:
             return [VirtualServerState(server, (), stats) for server, stats in services]
         # One destination dump per service: a netlink socket runs one dump at a time.
-        return [VirtualServerState(server, self._dests(server), stats) for server, stats in services]
+        reuse: dict[ServiceKey, tuple[bytes, tuple]] = {}
+        states = [VirtualServerState(server, self._dests(server, reuse), stats) for server, stats in services]
+        self._reuse = reuse  # only the virtual servers this dump saw
+        return states
 
     def get(self, key: ServiceKey) -> VirtualServerState | None:
         self._connect()
