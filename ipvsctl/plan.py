@@ -21,6 +21,7 @@ from ipvsctl.model.ipvs import (
     IPAddress,
     Protocol,
     RealKey,
+    RealServer,
     RealServerState,
     ServiceKey,
     VirtualServerState,
@@ -87,6 +88,18 @@ def drain_step(
     return None, started
 
 
+def _same_reals(have: tuple[RealServerState, ...], want: tuple[RealServer, ...]) -> bool:
+    """True when the kernel holds exactly the wanted real servers, as written: in the order the
+    kernel lists them after adding them in ``want``'s order (newest first), or in ``want``'s own.
+
+    A shortcut for the common case of a resync that finds nothing to do: one tuple comparison
+    instead of a dictionary per virtual server. Any other order takes the general path."""
+    if len(have) != len(want):
+        return False
+    servers = tuple([r.server for r in reversed(have)])
+    return servers == want or servers[::-1] == want
+
+
 def plan(
     desired: Desired,
     observed: Observed,
@@ -128,6 +141,8 @@ def plan(
             continue
         if not have.server.same_config(want.server):
             edits.append(EditService(want.server))
+        if _same_reals(have.real_servers, want.reals):
+            continue
         have_reals = {r.server.key: r for r in have.real_servers}
         for real in want.reals:
             current = have_reals.pop(real.key, None)

@@ -223,3 +223,18 @@ def test_removed_service_is_deleted_and_address_unbound() -> None:
     p = plan(Desired(), observed(kernel), Ownership({KEY: OWNER}, frozenset({KEY.address})))
     assert p.ops == (DeleteService(KEY), UnbindAddress(KEY.address))
     assert p.target == Ownership()
+
+
+def test_same_reals_in_any_order_plan_nothing_and_one_difference_is_seen() -> None:
+    """The no-change shortcut (kernel order newest first, or want's order) and the general path agree."""
+    key = ServiceKey(Protocol.TCP, ip("10.96.0.9"), 80)
+    reals = tuple(RealServer(RealKey(ip(f"10.0.0.{i}"), 8080)) for i in range(1, 7))
+    shuffled = [reals[i] for i in (3, 0, 5, 1, 4, 2)]
+    for order in (list(reals), list(reversed(reals)), shuffled):
+        assert plan(one(key, reals), observed(kernel_with(key, order)), Ownership({key: OWNER})).ops == ()
+        changed = [replace(r, weight=3) if r.key == reals[2].key else r for r in order]
+        p = plan(one(key, reals), observed(kernel_with(key, changed)), Ownership({key: OWNER}))
+        assert p.ops == (EditReal(key, reals[2]),)
+        extra = [*order, RealServer(RealKey(ip("10.0.0.99"), 8080))][1:]
+        p = plan(one(key, reals), observed(kernel_with(key, extra)), Ownership({key: OWNER}))
+        assert set(p.ops) == {AddReal(key, order[0]), DeleteReal(key, RealKey(ip("10.0.0.99"), 8080))}
