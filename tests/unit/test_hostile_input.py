@@ -627,6 +627,12 @@ def test_too_many_broken_documents_and_endpoints_are_capped(tmp_path: Path) -> N
 # --- bombs and huge inputs: bounded time and memory --------------------------------------------
 
 
+# Time bounds tell bounded work from unbounded, not fast from slow: a bomb read naively takes
+# hours (the amplifier below: 2 billion address parses), so 30 s is decisive even on a loaded
+# machine, where the 2 s this once allowed failed (2.3-4.2 s with a VM and a profiler alongside).
+BOUNDED_SECONDS = 30
+
+
 def measured(fn: Callable[[], Snapshot]) -> tuple[Snapshot, float, float]:
     """(result, seconds, peak MiB of Python allocations) of one call."""
     tracemalloc.start()
@@ -682,7 +688,7 @@ BOMBS = [
 def test_bombs_cost_bounded_time_and_memory(tmp_path: Path, make: Callable[[], str], expected: str) -> None:
     """Alias and merge-key bombs, alias amplification of a long list, nesting 10k and 1M levels deep
     (libyaml's own composer would crash the process), a 100,000-digit integer: one problem each, under
-    2 s and 32 MiB of Python allocations beyond the file itself; the valid documents around it are read."""
+    BOUNDED_SECONDS and 32 MiB of Python allocations beyond the file itself; the valid documents around it are read."""
     text = make()
     path = write(tmp_path, GOOD_TEXT + "---\n" + text + "\n---\n" + GOOD_TEXT.replace("web", "web2"))
     snap, seconds, peak = measured(lambda: load([str(path)]))
@@ -690,7 +696,7 @@ def test_bombs_cost_bounded_time_and_memory(tmp_path: Path, make: Callable[[], s
     assert_problems_well_formed(snap, path)
     assert_good_service_survives(snap)
     assert {"web", "web2"} <= {s.name for s in snap.services}
-    assert seconds < 2, seconds
+    assert seconds < BOUNDED_SECONDS, seconds
     assert peak < 32 + 4 * len(text) / (1024 * 1024), peak
 
 
@@ -706,7 +712,7 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
     assert [str(p) for p in snap.problems] == [f"{big}: file is larger than 16 MiB"]
     assert_good_service_survives(snap)
     assert peak < 40, peak
-    assert seconds < 5, seconds
+    assert seconds < BOUNDED_SECONDS, seconds
 
 
 def test_a_file_just_under_the_limit_is_read(tmp_path: Path) -> None:
@@ -718,7 +724,7 @@ def test_a_file_just_under_the_limit_is_read(tmp_path: Path) -> None:
     assert snap.problems == ()
     assert_good_service_survives(snap)
     assert peak < 5 * size / (1024 * 1024), peak
-    assert seconds < 10, seconds
+    assert seconds < BOUNDED_SECONDS, seconds
 
 
 def test_100k_endpoints_in_one_slice(tmp_path: Path) -> None:
