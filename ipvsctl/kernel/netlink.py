@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ipvsctl.kernel import codec, rtnl
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
@@ -199,30 +199,57 @@ class NetlinkKernel:
 
     # --- reading ---
 
-    def _dump(self, request: bytes, seq: int, decode):
-        """Run one dump request and collect decode(view, off, length) of every reply message."""
+    def _dump(self, request: bytes, seq: int) -> list[tuple[bytes | memoryview, int, int]]:
+        """Run one dump request: (buffer, offset, length) of every IPVS reply message.
+
+        The kernel sends NLMSG_DONE in a datagram of its own, so the data must outlive the
+        receive buffer: every datagram but the last is copied (once, whole); the last stays in
+        ``self._view``, valid until the next receive. The messages are walked inline: this loop
+        runs for every virtual server of every resync."""
         self._send(request)
-        out = []
+        held: list[tuple[bytes | memoryview, int, int]] = []
         view = self._view
-        while True:
-            for mtype, _flags, mseq, off, length in self._receive():
-                if mseq != seq:
-                    continue
-                if mtype == codec.NLMSG_DONE:
-                    code = codec.decode_error(view, off) if length >= 20 else 0
-                    self._raise_for(code)
-                    return out
-                if mtype == codec.NLMSG_ERROR:
-                    code = codec.decode_error(view, off)
-                    self._raise_for(code)
-                    if code:
-                        return out
-                    continue
-                if mtype == self._family:
-                    try:
-                        out.append(decode(view, off, length))
-                    except codec.DecodeError as exc:
-                        log.warning("skipping an IPVS entry ipvsctl cannot represent: %s", exc)
+        family = self._family
+        header = codec.NLMSG_HDRLEN
+        unpack = codec.NLMSG_HEADER.unpack_from
+        done = False
+        while not done:
+            n = self._recv()
+            off = 0
+            here: list[tuple[int, int]] = []
+            while off + header <= n:
+                length, mtype, _flags, mseq, _pid = unpack(view, off)
+                if length < header or off + length > n:
+                    break
+                if mseq == seq:
+                    if mtype == family:
+                        here.append((off, length))
+                    elif mtype == codec.NLMSG_DONE:
+                        self._raise_for(codec.decode_error(view, off) if length >= 20 else 0)
+                        done = True
+                        break
+                    elif mtype == codec.NLMSG_ERROR:
+                        code = codec.decode_error(view, off)
+                        self._raise_for(code)
+                        if code:
+                            done = True
+                            break
+                off += (length + 3) & ~3
+            if here:
+                data: bytes | memoryview = view if done else bytes(view[:n])
+                held.extend((data, o, length) for o, length in here)
+        return held
+
+    @staticmethod
+    def _decode_all(held: list[tuple[bytes | memoryview, int, int]], decode: Callable[..., Any]) -> list[Any]:
+        """decode(buffer, offset, length) of each message, skipping what our model cannot express."""
+        out = []
+        for buf, off, length in held:
+            try:
+                out.append(decode(buf, off, length))
+            except codec.DecodeError as exc:
+                log.warning("skipping an IPVS entry ipvsctl cannot represent: %s", exc)
+        return out
 
     @staticmethod
     def _raise_for(code: int) -> None:
@@ -244,56 +271,17 @@ class NetlinkKernel:
         seq = self._next_seq()
         af = codec.service_family(service)
         key = service.key
-        self._send(codec.encode_dump_dests(self._family, seq, key))
+        held = self._dump(codec.encode_dump_dests(self._family, seq, key), seq)
         digest = hashlib.blake2b(digest_size=16)
-        # (buffer, offset, length) per reply message. The kernel sends NLMSG_DONE in a datagram of
-        # its own, so the data must outlive the receive buffer: every datagram but the last is
-        # copied (once, whole). The messages are walked inline: this loop runs for every virtual
-        # server of every resync.
-        held: list[tuple[bytes | memoryview, int, int]] = []
-        view = self._view
-        family = self._family
         header = codec.NLMSG_HDRLEN
-        unpack = codec.NLMSG_HEADER.unpack_from
-        done = False
-        while not done:
-            n = self._recv()
-            off = 0
-            here: list[tuple[int, int]] = []
-            while off + header <= n:
-                length, mtype, _flags, mseq, _pid = unpack(view, off)
-                if length < header or off + length > n:
-                    break
-                if mseq == seq:
-                    if mtype == family:
-                        digest.update(view[off + header : off + length])
-                        here.append((off, length))
-                    elif mtype == codec.NLMSG_DONE:
-                        self._raise_for(codec.decode_error(view, off) if length >= 20 else 0)
-                        done = True
-                        break
-                    elif mtype == codec.NLMSG_ERROR:
-                        code = codec.decode_error(view, off)
-                        self._raise_for(code)
-                        if code:
-                            done = True
-                            break
-                off += (length + 3) & ~3
-            if here:
-                data: bytes | memoryview = view if done else bytes(view[:n])
-                held.extend((data, o, length) for o, length in here)
+        for buf, off, length in held:
+            digest.update(memoryview(buf)[off + header : off + length])
         fingerprint = digest.digest()
         last = self._reuse.get(key)
         if last is not None and last[0] == fingerprint:
             reals = last[1]
         else:
-            decoded = []
-            for buf, off, length in held:
-                try:
-                    decoded.append(codec.decode_dest(buf, off, length, af))
-                except codec.DecodeError as exc:
-                    log.warning("skipping an IPVS entry ipvsctl cannot represent: %s", exc)
-            reals = tuple(decoded)
+            reals = tuple(self._decode_all(held, lambda buf, off, length: codec.decode_dest(buf, off, length, af)))
         if reuse is not None:
             reuse[key] = (fingerprint, reals)
         return reals
@@ -301,7 +289,9 @@ class NetlinkKernel:
     def dump(self, reals: bool = True) -> list[VirtualServerState]:
         self._connect()
         seq = self._next_seq()
-        services = self._dump(codec.encode_dump_services(self._family, seq), seq, codec.decode_service)
+        services = self._decode_all(
+            self._dump(codec.encode_dump_services(self._family, seq), seq), codec.decode_service
+        )
         if not reals:
             return [VirtualServerState(server, (), stats) for server, stats in services]
         # One destination dump per service: a netlink socket runs one dump at a time.
