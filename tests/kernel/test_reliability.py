@@ -159,8 +159,9 @@ def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
     states.append(tmp_path / "state")
     cli_ = Cli(tmp_path / "state")
     apply_args = ("apply", "-f", str(manifest), "--node-ip", NODE_CLIENT_V4, "--no-sysctls")
-    first_change = 0.0  # seconds from a run's start to its first kernel change (the last measured)
+    first_change = 0.0  # seconds from a run's start to its first kernel change (the shortest measured)
     kills: list[str] = []
+    attempt = 0  # runs started: odd ones are killed at a time, even ones at their first kernel change
     # Phases repeat until there are enough kills: how many land in one visit depends on timing (a
     # run that finishes before its kill ends the visit), so a fixed number of visits can fall short.
     for phase, count, backends in phases * 8:
@@ -174,9 +175,12 @@ def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
             before = proc_ipvs()
             proc = cli_.start(*apply_args)
             started = time.monotonic()
+            attempt += 1
             try:
-                if len(kills) % 2 == 1 and first_change:
-                    at = started + first_change * (0.35, 0.6, 0.8, 0.9, 0.97)[len(kills) // 2 % 5]
+                # Alternating by run, not by kill: a timed run that finished first would otherwise
+                # make every later run a timed one, and a phase with less to do never be killed.
+                if attempt % 2 == 0 and first_change:
+                    at = started + first_change * (0.35, 0.6, 0.8, 0.9, 0.97)[attempt // 2 % 5]
                     wait_for(lambda p=proc, a=at: time.monotonic() >= a or p.poll() is not None, RUN_TIMEOUT,
                              "the kill time")  # fmt: skip
                 else:
@@ -185,7 +189,8 @@ def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
                     while proc.poll() is None and proc_ipvs() == before and time.monotonic() < deadline:
                         pass
                     if proc.poll() is None:
-                        first_change = time.monotonic() - started
+                        took = time.monotonic() - started
+                        first_change = min(first_change, took) if first_change else took
             finally:
                 proc.send_signal(signal.SIGKILL)
                 _, err = proc.communicate()
