@@ -38,7 +38,7 @@ MEASURES = (
     Measure("cold_ipvsctl", "cold: ipvsctl apply", "ipvsctl", "cold"),
     Measure("cold_ipvsadm", "cold: ipvsadm -R", "ipvsadm", "cold"),
     Measure("cold_keepalived", "cold: keepalived", "keepalived", "cold"),
-    Measure("dump_diff_ipvsctl", "resync: ipvsctl dump+diff", "ipvsctl", "resync"),
+    Measure("dump_diff_ipvsctl", "resync: agent full resync", "ipvsctl", "resync"),
     Measure("dump_diff_fresh_ipvsctl", "resync: ipvsctl dump+diff, fresh", "ipvsctl", "resync-fresh"),
     Measure("list_ipvsadm", "resync: ipvsadm -Ln", "ipvsadm", "resync"),
     Measure("flip_agent_sync", "flip: agent sync", "ipvsctl", "flip"),
@@ -160,15 +160,15 @@ def results_section(results: Results) -> str:
         ),
         "",
         "**No-op resync** with the Services in place (median of 3): `ipvsadm -Ln` (a whole process) "
-        "against ipvsctl's full kernel dump + diff (in process): on a long-lived connection, as the agent's "
-        "periodic resync runs it (destinations whose bytes did not change since the last dump are not "
-        "decoded again), and on a fresh one, which decodes every destination:",
+        "against ipvsctl's full kernel dump + diff (in process): the agent's own full resync, as its "
+        "periodic resync runs it (real servers the kernel reports unchanged since its last resync are not "
+        "decoded again), and `observe` + `plan` on a fresh connection, which decodes every destination:",
         "",
         _per_size(
             results,
             [
                 ("ipvsadm -Ln", lambda s: cell(s.list_ipvsadm)),
-                ("ipvsctl dump+diff", lambda s: cell(s.dump_diff_ipvsctl)),
+                ("agent resync", lambda s: cell(s.dump_diff_ipvsctl)),
                 ("ipvsctl / ipvsadm", _ratio("dump_diff_ipvsctl", "list_ipvsadm")),
                 ("dump+diff, fresh", lambda s: cell(s.dump_diff_fresh_ipvsctl)),
                 ("fresh / ipvsadm", _ratio("dump_diff_fresh_ipvsctl", "list_ipvsadm")),

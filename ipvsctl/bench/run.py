@@ -7,7 +7,8 @@ measures
 
 1. cold programming from an empty kernel: ``ipvsadm -R``, keepalived's checker process and
    ``ipvsctl apply`` on the same rule set, each checked to leave the same ``ipvsadm -Sn``;
-2. a no-op resync: ``ipvsadm -Ln`` against ipvsctl's dump + diff (in process);
+2. a no-op resync: ``ipvsadm -Ln`` against the agent's full resync (in process) and ``observe`` +
+   ``plan`` on a fresh connection;
 3. one endpoint flip: the agent's partial sync (and file write → kernel) against one ``ipvsadm -e``;
 4. the agent's peak RSS.
 
@@ -175,7 +176,7 @@ def measure_size(n: int, workdir: Path, env: dict[str, str]) -> Size:
     warm, fresh = measure.dump_diff(state_dir, manifests)
     size = replace(
         size,
-        dump_diff_ipvsctl=took("ipvsctl dump+diff", warm),
+        dump_diff_ipvsctl=took("agent full resync", warm),
         dump_diff_fresh_ipvsctl=took("ipvsctl dump+diff, nothing reused", fresh),
     )
 
