@@ -150,8 +150,38 @@ def timed_process(
     return Timing((elapsed,))
 
 
-def cold_ipvsctl(ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str]) -> Timing:
-    return timed_process([*ipvsctl, "--state-dir", str(state_dir), "apply", "-f", str(manifests)], env=env)
+def cold_ipvsctl(
+    ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str], timeout: float = 3600.0
+) -> tuple[Timing, Timing]:
+    """``ipvsctl apply`` from start to exit, and the part of it spent programming the kernel
+    (the ``program`` phase of its ``applied`` log line: netlink batches, addresses, record)."""
+    argv = [*ipvsctl, "--log-format", "json", "--state-dir", str(state_dir), "apply", "-f", str(manifests)]
+    try:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=timeout, check=False
+        )
+        elapsed = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        problem = failed(f"ipvsctl apply did not finish within {timeout:g} s")
+        return problem, problem
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        problem = failed(f"ipvsctl apply exited {proc.returncode}: {tail(err)}")
+        return problem, problem
+    return Timing((elapsed,)), applied_phase(err, "program")
+
+
+def applied_phase(log: str, phase: str) -> Timing:
+    """One phase's seconds from the ``applied`` line of ``ipvsctl apply``'s JSON log."""
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "applied":
+                took = event.get("seconds", {}).get(phase)
+                if isinstance(took, int | float):
+                    return Timing((float(took),))
+    return failed(f"no {phase!r} phase in ipvsctl apply's log: {tail(log)}")
 
 
 def cold_ipvsadm(rules_file: Path) -> Timing:

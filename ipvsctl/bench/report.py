@@ -145,7 +145,8 @@ def results_section(results: Results) -> str:
         return "_No sizes were measured._"
     parts = [
         "**Cold programming** from an empty kernel (wall time; keepalived: from its start until all "
-        "virtual and real servers are in the kernel):",
+        'virtual and real servers are in the kernel; "of which programming": the part of `ipvsctl apply` '
+        "after reading the kernel and the manifests and planning, as it logs it):",
         "",
         _per_size(
             results,
@@ -156,6 +157,8 @@ def results_section(results: Results) -> str:
                 ("keepalived", lambda s: cell(s.cold_keepalived)),
                 ("ipvsctl / ipvsadm", _ratio("cold_ipvsctl", "cold_ipvsadm")),
                 ("ipvsctl / keepalived", _ratio("cold_ipvsctl", "cold_keepalived")),
+                ("of which programming", lambda s: cell(s.cold_ipvsctl_program)),
+                ("programming / ipvsadm -R", _ratio("cold_ipvsctl_program", "cold_ipvsadm")),
             ],
         ),
         "",

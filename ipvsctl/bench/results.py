@@ -47,6 +47,8 @@ class Size:
     endpoints: int
     reset: str = ""  # how the kernel was emptied before each cold run
     cold_ipvsctl: Timing = field(default_factory=Timing)
+    # the part of it spent programming the kernel (the "program" phase it logs)
+    cold_ipvsctl_program: Timing = field(default_factory=Timing)
     cold_ipvsadm: Timing = field(default_factory=Timing)
     cold_keepalived: Timing = field(default_factory=Timing)
     list_ipvsadm: Timing = field(default_factory=Timing)  # ipvsadm -Ln
