@@ -97,6 +97,7 @@ class Engine:
     _owned_by_ref: Index[ServiceRef, ServiceKey] = field(init=False, default_factory=Index)
     _ref_of: dict[ServiceKey, ServiceRef] = field(init=False, default_factory=dict)
     _claimed_at: Index[IPAddress, ServiceKey] = field(init=False, default_factory=Index)
+    _unsettled: set[ServiceKey] = field(init=False, default_factory=set)  # translated, not yet resynced
     _record_read: bool = field(init=False, default=True)  # the ledger holds the record as read from disk
     _owned_reals: int = field(init=False, default=0)
 
@@ -138,6 +139,9 @@ class Engine:
             fresh = self._retranslate(refs)[1]  # not ``_, fresh =``: that would hold the keys to the end
         else:
             fresh = self._retranslate(set(changed))[1]
+        # Kept until a resync gets through: one that fails reading the kernel below has already
+        # translated, and the retry would find no change and count the new input as drift.
+        self._unsettled.update(fresh)
         if self._record_read:
             self._share_record()
         self.bound = {self._shared(a) for a in self.bound}
@@ -145,7 +149,8 @@ class Engine:
         keys.update(self.ledger.services)
         self._read_back(keys, present)
         del present
-        report = self._reconcile(keys, full=True, considered=refs, fresh=fresh)
+        report = self._reconcile(keys, full=True, considered=refs, fresh=self._unsettled)
+        self._unsettled = set()
         return replace(report, kind="full", services=len(refs), seconds=time.monotonic() - started)
 
     def drain(self) -> SyncReport:
@@ -174,11 +179,6 @@ class Engine:
     def owned_counts(self) -> tuple[int, int, int]:
         """Owned virtual servers, the real servers in them (as last read or since written), draining real servers."""
         return len(self.ledger.services), self._owned_reals, len(self.ledger.draining)
-
-    def owner_states(self) -> list[tuple[Owner, VirtualServerState]]:
-        """Owned virtual servers as last read from the kernel (for metrics)."""
-        owners = self.ledger.services
-        return [(owners[k], s) for k, s in list(self.observed.items()) if k in owners]
 
     def _count_reals(self, keys: Iterable[ServiceKey]) -> int:
         observed, owners = self.observed, self.ledger.services

@@ -192,7 +192,7 @@ class MemoryKernel:
     def real_servers(
         self, server: VirtualServer, known: bytes = b""
     ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
-        code = self._read_fault("dump", None)
+        code = self._read_fault("dump", server.key)
         if code is not None:
             raise KernelUnavailable(_read_failure("IPVS dump failed", code))
         svc = self._services.get(server.key)

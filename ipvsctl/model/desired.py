@@ -189,6 +189,8 @@ class RealServers(Sequence[RealServer]):
         return NotImplemented
 
     def __hash__(self) -> int:
+        # Cheap, and consistent among RealServers; a tuple equal to one hashes differently, so
+        # never mix the two as keys of one set or dict (nothing does).
         return hash((self._data, self._others))
 
     def __repr__(self) -> str:

@@ -193,6 +193,8 @@ class Endpoints(Sequence[Endpoint]):
         return NotImplemented
 
     def __hash__(self) -> int:
+        # Cheap, and consistent among Endpoints; a tuple equal to one hashes differently, so
+        # never mix the two as keys of one set or dict (nothing does).
         return hash((self._data, self._nodes, self._odd))
 
     def __repr__(self) -> str:

@@ -13,7 +13,8 @@ import yaml
 from ipvsctl.agent.engine import Engine
 from ipvsctl.agent.world import World
 from ipvsctl.errors import Origin
-from ipvsctl.kernel.memory import MemoryKernel
+from ipvsctl.kernel.base import KernelUnavailable
+from ipvsctl.kernel.memory import Fault, MemoryKernel
 from ipvsctl.model.ipvs import Protocol, RealKey, RealServer, ServiceKey, VirtualServer
 from ipvsctl.model.ops import AddReal, AddService, DeleteReal, DeleteService, EditReal, EditService
 from ipvsctl.settings import Settings
@@ -378,3 +379,18 @@ def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs
     carried.clear()
     assert h.engine.resync().ops == ()
     assert carried.count(False) >= 2 and carried.count(True) <= 3
+
+
+def test_new_input_is_not_counted_as_drift_after_a_resync_that_failed_reading(h: Harness) -> None:
+    """A resync translates before it reads the real servers back; when that read fails, the
+    retry finds the translation already done, and must still not call the new input drift."""
+    h.put(service("a", "10.0.0.1") + "---" + endpoints("a", {"203.0.113.1": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    h.put(endpoints("a", {"203.0.113.1": True, "203.0.113.2": True}))
+    h.kernel.inject(Fault(errno.EIO, "dump", service=tcp("10.0.0.1"), times=1))
+    with pytest.raises(KernelUnavailable):
+        h.engine.resync(h.world.take().services)
+    report = h.engine.resync(retranslate=True)
+    assert report.ops == (AddReal(tcp("10.0.0.1"), real("203.0.113.2")),)
+    assert report.repairs == 0
+    assert weights(h.kernel, tcp("10.0.0.1")) == {"203.0.113.1": 1, "203.0.113.2": 1}
