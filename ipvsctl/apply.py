@@ -35,6 +35,8 @@ class Result:
     plan: Plan
     errors: tuple[KernelError, ...] = ()
     owners: dict[ServiceKey, Owner] = field(default_factory=dict)
+    # wall time of each phase: "kernel read", "manifests" (load + translate), "plan", "program"
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def failures(self) -> list[tuple[Owner | None, KernelError]]:
         """Kernel errors with the Service port they concern (first error per virtual server)."""
@@ -150,14 +152,21 @@ def sync(
     """Make what ipvsctl owns equal to ``desired``. The caller holds the lock.
 
     ``observed``: the kernel as the caller already read it (under the same lock), or None to read it here."""
+    seconds: dict[str, float] = {}
     owned = store.load()
     if observed is None:
+        started = time.perf_counter()
         observed = observe(kernel)
+        seconds["kernel read"] = time.perf_counter() - started
+    started = time.perf_counter()
     p = plan(desired, observed, owned, adopt=settings.adopt, now=time.time(), drain_timeout=settings.drain_timeout)
+    seconds["plan"] = time.perf_counter() - started
     owners = {**owned.services, **p.target.services}
     if dry_run:
-        return Result(p, (), owners)
+        return Result(p, (), owners, seconds)
+    started = time.perf_counter()
     if settings.set_sysctls:
         kernel.set_sysctls(DEFAULT_SYSCTLS)
     results, _ = execute(p, kernel, owned, lambda _before, after: store.save(after))
-    return Result(p, tuple(r for r in results if r is not None), owners)
+    seconds["program"] = time.perf_counter() - started
+    return Result(p, tuple(r for r in results if r is not None), owners, seconds)

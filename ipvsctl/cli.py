@@ -232,17 +232,21 @@ def locked(store: Store, timeout: float) -> Iterator[None]:
 
 def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
+    started = time.perf_counter()
     observed = observe(kernel)  # read once: it also gives the default node addresses
+    read = time.perf_counter()
     if files is None:
         desired = Desired()
     else:
         if not settings.node_ips:
             settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
         desired = translate(load(files), settings)
+    seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
     try:
-        return desired, sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
+        result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
     except StateError as err:
         raise fail(EXIT_STATE, str(err)) from None
+    return desired, replace(result, seconds={**seconds, **result.seconds})
 
 
 def make_settings(
@@ -386,6 +390,7 @@ def apply(
         operations=len(result.plan.ops) - failed,
         failed=failed,
         virtual_servers=len(result.plan.target.services),
+        seconds={phase: round(took, 3) for phase, took in result.seconds.items()},
     )
     raise typer.Exit(outcome(desired, result))
 

@@ -10,18 +10,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ipvsctl.model.ipvs import IPAddress, RealKey, RealServer
-from ipvsctl.model.k8s import EndpointSlice, ServicePort
+from ipvsctl.model.desired import RealServers
+from ipvsctl.model.ipvs import IPAddress
+from ipvsctl.model.k8s import Endpoints, EndpointSlice, Packed, ServicePort, packed_version
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
-    address: IPAddress
+    address: Packed | IPAddress  # packed (``pack_address``) unless it has a zone
     port: int
     ready: bool
     serving: bool
     terminating: bool
     node_name: str | None
+
+    @property
+    def version(self) -> int:
+        return packed_version(self.address) if isinstance(self.address, bytes) else self.address.version
+
+    @property
+    def number(self) -> int:
+        """The address as a number (the order of ``RealKey.sort_key`` within one family)."""
+        return int.from_bytes(self.address[1:]) if isinstance(self.address, bytes) else int(self.address)
 
 
 def slice_port(es: EndpointSlice, port: ServicePort) -> int | None:
@@ -39,28 +49,28 @@ def slice_port(es: EndpointSlice, port: ServicePort) -> int | None:
 
 def candidates(slices: Iterable[EndpointSlice], port: ServicePort) -> list[Candidate]:
     """Every endpoint of the Service port, de-duplicated by (address, port), in input order."""
-    found: dict[tuple[IPAddress, int], Candidate] = {}
+    found: dict[tuple[Packed | IPAddress, int], Candidate] = {}
     for es in slices:
         number = slice_port(es, port)
         if number is None:
             continue
-        for ep in es.endpoints:
-            addr = ep.addresses[0]  # consumers use the first address, as kube-proxy does
-            prev = found.get((addr, number))
-            cand = Candidate(addr, number, ep.ready, ep.serving, ep.terminating, ep.node_name)
-            if prev is None or (cand.ready and not prev.ready):
-                found[(addr, number)] = cand
+        endpoints = es.endpoints if isinstance(es.endpoints, Endpoints) else Endpoints(es.endpoints)
+        # consumers use the first address, as kube-proxy does
+        for address, ready, serving, terminating, node in endpoints.rows():
+            prev = found.get((address, number))
+            if prev is None or (ready and not prev.ready):
+                found[(address, number)] = Candidate(address, number, ready, serving, terminating, node)
     return list(found.values())
 
 
-def select(cands: Iterable[Candidate], version: int, local_node: str | None) -> tuple[RealServer, ...]:
+def select(cands: Iterable[Candidate], version: int, local_node: str | None) -> RealServers:
     """Real servers for one virtual server: family filter, optional node-local filter, then
     ready-else-serving-terminating, all at weight 1, sorted for stable output."""
-    pool = [c for c in cands if c.address.version == version]
+    pool = [c for c in cands if c.version == version]
     if local_node is not None:
         pool = [c for c in pool if c.node_name == local_node]
     chosen = [c for c in pool if c.ready]
     if not chosen:
         chosen = [c for c in pool if c.serving and c.terminating]
-    reals = [RealServer(RealKey(c.address, c.port), weight=1) for c in chosen]
-    return tuple(sorted(reals, key=lambda r: r.key.sort_key()))
+    chosen.sort(key=lambda c: (c.number, c.port))  # one family: RealKey.sort_key's order
+    return RealServers.plain((c.address, c.port) for c in chosen)

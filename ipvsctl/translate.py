@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from ipvsctl import endpoints
 from ipvsctl.errors import InputError, Problem
-from ipvsctl.model.desired import Desired, DesiredService, Owner
+from ipvsctl.model.desired import Desired, DesiredService, Owner, RealServers
 from ipvsctl.model.ipvs import (
     SCHEDULER_FLAGS,
     SCHEDULERS,
@@ -102,9 +102,14 @@ def service_entries(svc: Service, slices: Iterable[EndpointSlice], settings: Set
         if port.node_port and svc.type in ("NodePort", "LoadBalancer"):
             targets += [(ip, port.node_port, external_node, False) for ip in settings.node_ips if ip.version in fams]
         targets += [(ip, port.port, external_node, True) for ip in (*svc.load_balancer_ips, *svc.external_ips)]
+        # The virtual servers of one port with the same family and node filter get the same real
+        # servers: one tuple of the same objects (a NodePort Service has one per node address).
+        selected: dict[tuple[int, str | None], RealServers] = {}
         for address, number, local, bind in targets:
             vs = VirtualServer(ServiceKey(port.protocol, address, number), scheduler, flags, timeout)
-            reals = endpoints.select(cands, address.version, local)
+            reals = selected.get((address.version, local))
+            if reals is None:
+                reals = selected[(address.version, local)] = endpoints.select(cands, address.version, local)
             out.append(DesiredService(vs, reals, owner, bind, svc.origin))
     return out
 

@@ -2,18 +2,173 @@
 
 After a partial sync the engine does not read its virtual servers back; it applies the
 operations that succeeded to its cached states, as the kernel did (new real servers first,
-edits in place). Counters in the cache are as last read; every full resync replaces the
-cache with a fresh dump.
+edits in place). Every full resync reads the virtual servers it plans again.
+
+The cache keeps what the engine plans with and reports: each virtual server's configuration,
+and each real server's configuration and connection counts. Traffic counters are not kept
+(states read from the cache have none): the planner never reads them, and the metrics read the
+virtual servers' counters fresh at scrape time.
+
+It is kept small (``KernelView``): with 10,000 Services of 10 endpoints, holding every
+destination as read (a ``RealServerState``, ``RealServer``, ``RealKey`` and often ``Stats``
+each) cost more than anything else the agent kept. When a virtual server's real servers are the
+ones its winning translation wants, in the order they were added (the kernel lists them newest
+first) or in that order, the cache holds that translation's own packed ``RealServers`` and, if
+any real server has connections, their counts packed in bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
-from dataclasses import replace
+import struct
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from dataclasses import fields, replace
 
 from ipvsctl.kernel.base import KernelError
-from ipvsctl.model.ipvs import RealKey, RealServerState, ServiceKey, VirtualServerState
+from ipvsctl.model.desired import DesiredService, RealServers
+from ipvsctl.model.ipvs import (
+    NO_STATS,
+    RealKey,
+    RealServer,
+    RealServerState,
+    ServiceKey,
+    VirtualServer,
+    VirtualServerState,
+)
 from ipvsctl.model.ops import AddReal, AddService, DeleteReal, DeleteService, EditReal, EditService, Operation
+
+Wanted = Callable[[ServiceKey], DesiredService | None]  # what the engine wants at a key, if anything
+
+# One virtual server as kept: its configuration; its real servers' configurations, either the
+# translation's RealServers or a tuple of each one's RealServer (no connections) or
+# RealServerState; whether the kernel lists them in the reverse order; with RealServers, their
+# connection counts (active, inactive, persistent per real server), or None when all are 0.
+_Entry = tuple[VirtualServer, RealServers | tuple[RealServer | RealServerState, ...], bool, bytes | None]
+_CONNS = struct.Struct("=III")
+
+
+def _state_maker() -> Callable[[RealServer, int, int, int], RealServerState]:
+    """``RealServerState(server, active, inactive, persistent)``, built by setting the slots
+    directly: a full sync builds one per real server, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) took twice as long. Should the class gain a field or a
+    ``__post_init__``, the constructor is used (tests compare both)."""
+    names = [f.name for f in fields(RealServerState)]
+    if names != ["server", "active_conns", "inactive_conns", "persistent_conns", "stats"] or hasattr(
+        RealServerState, "__post_init__"
+    ):
+        return lambda server, active, inactive, persistent: RealServerState(server, active, inactive, persistent)
+    new = object.__new__
+    set_server, set_active, set_inactive, set_persistent, set_stats = (vars(RealServerState)[n].__set__ for n in names)
+
+    def make(server: RealServer, active: int, inactive: int, persistent: int) -> RealServerState:
+        state = new(RealServerState)
+        set_server(state, server)
+        set_active(state, active)
+        set_inactive(state, inactive)
+        set_persistent(state, persistent)
+        set_stats(state, NO_STATS)
+        return state
+
+    return make
+
+
+_state = _state_maker()
+
+
+def _conns(state: RealServerState) -> tuple[int, int, int]:
+    return state.active_conns, state.inactive_conns, state.persistent_conns
+
+
+def compact(state: VirtualServerState, like: DesiredService | None = None) -> _Entry:
+    """A state as kept (see the module's description); ``like`` is what the engine wants there."""
+    server = state.server
+    have = state.real_servers
+    if like is not None:
+        if like.server == server:
+            server = like.server
+        want = like.reals if isinstance(like.reals, RealServers) else RealServers(like.reals)
+        configs = tuple([r.server for r in have])
+        for newest_first in (True, False):
+            ordered = have[::-1] if newest_first else have
+            if want.same(configs[::-1] if newest_first else configs):
+                counts = [_conns(r) for r in ordered]
+                busy = any(c != (0, 0, 0) for c in counts)
+                conns = b"".join(_CONNS.pack(*c) for c in counts) if busy else None
+                return server, want, newest_first, conns
+    reals = tuple([r.server if _conns(r) == (0, 0, 0) else RealServerState(r.server, *_conns(r)) for r in have])
+    return server, reals, False, None
+
+
+def expand(entry: _Entry) -> VirtualServerState:
+    """The state an entry was made from (equal to it, but for traffic counters)."""
+    server, reals, newest_first, conns = entry
+    if isinstance(reals, RealServers):
+        if conns is None:
+            states = [_state(r, 0, 0, 0) for r in reals]
+        else:
+            states = [_state(r, *c) for r, c in zip(reals, _CONNS.iter_unpack(conns), strict=True)]
+        return VirtualServerState(server, tuple(states[::-1] if newest_first else states))
+    return VirtualServerState(server, tuple([_state(r, 0, 0, 0) if isinstance(r, RealServer) else r for r in reals]))
+
+
+class KernelView(MutableMapping[ServiceKey, VirtualServerState]):
+    """Virtual server states by key, stored compactly (see the module's description); reading
+    one builds it. Each state stored is compared with what ``wanted`` says the engine wants at
+    its key, to share that translation's objects.
+
+    A state read by a full resync also keeps the kernel's digest of its real servers
+    (``Kernel.real_servers``): the next resync hands it back, and when the kernel's answer has
+    not changed, the entry is carried over as it is instead of being decoded and compacted
+    again. Any other change of an entry (``advance`` after a partial sync) forgets the digest."""
+
+    __slots__ = ("_digests", "_entries", "_wanted")
+
+    def __init__(self, wanted: Wanted | None = None) -> None:
+        self._entries: dict[ServiceKey, _Entry] = {}
+        self._digests: dict[ServiceKey, bytes] = {}
+        self._wanted = wanted
+
+    def count(self, key: ServiceKey) -> int:
+        """How many real servers the virtual server has (0 if it is not known)."""
+        entry = self._entries.get(key)
+        return len(entry[1]) if entry is not None else 0
+
+    def digest(self, key: ServiceKey) -> bytes:
+        """The kernel's digest of the real servers this entry was read from (b"" if none)."""
+        return self._digests.get(key, b"")
+
+    def read(self, key: ServiceKey, state: VirtualServerState, digest: bytes) -> None:
+        """Keep a state as a full read found it, with the kernel's digest of its real servers."""
+        self[key] = state
+        self._digests[key] = digest
+
+    def carry(self, key: ServiceKey, old: KernelView, server: VirtualServer) -> None:
+        """Take ``old``'s entry for this key, whose real servers the kernel reports unchanged
+        (the digest ``old`` kept), with the virtual server's configuration as read now."""
+        entry = old._entries[key]
+        if entry[0] != server:
+            entry = (server, *entry[1:])
+        self._entries[key] = entry
+        self._digests[key] = old._digests[key]
+
+    def __getitem__(self, key: ServiceKey) -> VirtualServerState:
+        return expand(self._entries[key])
+
+    def __setitem__(self, key: ServiceKey, state: VirtualServerState) -> None:
+        self._entries[key] = compact(state, self._wanted(key) if self._wanted is not None else None)
+        self._digests.pop(key, None)
+
+    def __delitem__(self, key: ServiceKey) -> None:
+        del self._entries[key]
+        self._digests.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[ServiceKey]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def advance(

@@ -6,8 +6,11 @@ server, so a change to one Service costs work for that Service only:
 - ``sync(refs)``: translate the changed Services again, read just their virtual servers back
   from the kernel (``Kernel.get``; never a full dump), plan them with the same pure ``plan``
   as the CLI, and execute. This is what endpoint changes trigger.
-- ``resync()``: dump the whole kernel and plan every Service: drift (owned virtual or real
+- ``resync()``: read the whole kernel and plan every Service: drift (owned virtual or real
   servers deleted or edited by hand) is repaired; foreign virtual servers are never touched.
+  The virtual servers come from one dump without their real servers; those the engine wants
+  or owns are then read one at a time (``Kernel.get``) and kept at once in the compact cache,
+  so a whole dump of every destination is never held next to the cache.
 - ``drain()``: re-plan the virtual servers that have draining real servers, reading their
   connection counts fresh, so idle ones are deleted within seconds.
 
@@ -18,25 +21,24 @@ The loop that decides *when* to call these lives in ``agent/loop.py``.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ipvsctl import logs
-from ipvsctl.apply import execute, observe
+from ipvsctl.apply import execute
 from ipvsctl.errors import InputError, Problem
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, DesiredService, Owner
-from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServerState
+from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServer, VirtualServerState
 from ipvsctl.model.ops import BindAddress, DeleteReal, EditReal, Operation, UnbindAddress, service_of
 from ipvsctl.plan import Observed, Ownership, Plan, plan
 from ipvsctl.settings import Settings
 from ipvsctl.state import Store
 from ipvsctl.translate import clash, service_entries
 
-from .cache import advance
+from .cache import KernelView, advance
 from .ledger import Ledger
-from .world import ServiceRef, World
+from .world import Index, ServiceRef, World
 
 log = logs.get()
 
@@ -62,6 +64,10 @@ class SyncReport:
         return not self.errors
 
 
+def _service_of(entry: DesiredService) -> ServiceRef:
+    return entry.owner.service
+
+
 @dataclass
 class _Retry:
     attempts: int = 0
@@ -77,26 +83,26 @@ class Engine:
     clock: Callable[[], float] = time.time  # wall clock: drain start times are kept in the record
     on_flush: Callable[[int], None] | None = None  # told how many UDP conntrack entries each flush deleted
     ledger: Ledger = field(init=False)  # the ownership record, as last written
-    # per Service: the virtual servers it asks for (its translation)
-    entries: dict[ServiceRef, dict[ServiceKey, DesiredService]] = field(init=False, default_factory=dict)
+    # per Service: the virtual servers it asks for (its translation), one entry per key
+    entries: dict[ServiceRef, tuple[DesiredService, ...]] = field(init=False, default_factory=dict)
     problems: dict[ServiceRef, list[Problem]] = field(init=False, default_factory=dict)
     held: set[ServiceRef] = field(init=False, default_factory=set)  # translation failed: keep what is there
-    claims: defaultdict[ServiceKey, dict[ServiceRef, DesiredService]] = field(
-        init=False, default_factory=lambda: defaultdict(dict)
-    )
-    observed: dict[ServiceKey, VirtualServerState] = field(init=False, default_factory=dict)
+    # per virtual server: the entries of the Services that ask for it (one per Service)
+    claims: Index[ServiceKey, DesiredService] = field(init=False, default_factory=Index)
+    observed: KernelView = field(init=False)
     bound: set[IPAddress] = field(init=False, default_factory=set)
     local: set[IPAddress] = field(init=False, default_factory=set)
     node_ips: tuple[IPAddress, ...] = field(init=False, default=())
     retries: dict[ServiceRef, _Retry] = field(init=False, default_factory=dict)
-    _owned_by_ref: defaultdict[ServiceRef, set[ServiceKey]] = field(
-        init=False, default_factory=lambda: defaultdict(set)
-    )
+    _owned_by_ref: Index[ServiceRef, ServiceKey] = field(init=False, default_factory=Index)
     _ref_of: dict[ServiceKey, ServiceRef] = field(init=False, default_factory=dict)
-    _claimed_at: defaultdict[IPAddress, set[ServiceKey]] = field(init=False, default_factory=lambda: defaultdict(set))
+    _claimed_at: Index[IPAddress, ServiceKey] = field(init=False, default_factory=Index)
+    _unsettled: set[ServiceKey] = field(init=False, default_factory=set)  # translated, not yet resynced
+    _record_read: bool = field(init=False, default=True)  # the ledger holds the record as read from disk
     _owned_reals: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        self.observed = KernelView(self._winner)
         self.ledger = Ledger(self.store.load())
         self._index_owned(self.ledger.services, ())
 
@@ -121,19 +127,30 @@ class Engine:
         ``changed``: Services whose input changed since the last sync; ``retranslate``: translate
         every Service again (first sync, new settings). Node addresses that changed imply it."""
         started = time.monotonic()
-        observed = observe(self.kernel)
-        self.observed = dict(observed.services)
-        self.bound = set(observed.bound)
-        self.local = set(observed.local)
+        present = {state.server.key: state.server for state in self.kernel.dump(reals=False)}
+        self.bound = set(self.kernel.bound_addresses())
+        self.local = set(self.kernel.node_addresses())
         node_ips = self.settings.node_ips or self._node_ips()
-        refs = self.world.service_refs() | set(self.entries) | set(self._owned_by_ref)
+        refs = self.world.service_refs()
+        refs.update(self.entries)
+        refs.update(self._owned_by_ref)
         if retranslate or node_ips != self.node_ips:
             self.node_ips = node_ips
-            _, fresh = self._retranslate(refs)
+            fresh = self._retranslate(refs)[1]  # not ``_, fresh =``: that would hold the keys to the end
         else:
-            _, fresh = self._retranslate(set(changed))
-        keys = set(self.claims) | set(self.ledger.services)
-        report = self._reconcile(keys, full=True, considered=refs, fresh=fresh)
+            fresh = self._retranslate(set(changed))[1]
+        # Kept until a resync gets through: one that fails reading the kernel below has already
+        # translated, and the retry would find no change and count the new input as drift.
+        self._unsettled.update(fresh)
+        if self._record_read:
+            self._share_record()
+        self.bound = {self._shared(a) for a in self.bound}
+        keys = set(self.claims)
+        keys.update(self.ledger.services)
+        self._read_back(keys, present)
+        del present
+        report = self._reconcile(keys, full=True, considered=refs, fresh=self._unsettled)
+        self._unsettled = set()
         return replace(report, kind="full", services=len(refs), seconds=time.monotonic() - started)
 
     def drain(self) -> SyncReport:
@@ -163,14 +180,27 @@ class Engine:
         """Owned virtual servers, the real servers in them (as last read or since written), draining real servers."""
         return len(self.ledger.services), self._owned_reals, len(self.ledger.draining)
 
-    def owner_states(self) -> list[tuple[Owner, VirtualServerState]]:
-        """Owned virtual servers as last read from the kernel (for metrics)."""
-        owners = self.ledger.services
-        return [(owners[k], s) for k, s in list(self.observed.items()) if k in owners]
-
     def _count_reals(self, keys: Iterable[ServiceKey]) -> int:
         observed, owners = self.observed, self.ledger.services
-        return sum(len(observed[k].real_servers) for k in keys if k in owners and k in observed)
+        return sum(observed.count(k) for k in keys if k in owners)
+
+    def _read_back(self, keys: set[ServiceKey], present: Mapping[ServiceKey, VirtualServer]) -> None:
+        """Read the real servers of these virtual servers (those the kernel has) into a new cache
+        (a full resync), one virtual server at a time, each kept at once, compactly. Where the
+        kernel's answer is the one the last full resync read (same digest), the entry is carried
+        over without decoding anything."""
+        old = self.observed
+        view = KernelView(self._winner)
+        for key in keys:  # ``keys``' own objects, not the dump's
+            server = present.get(key)
+            if server is None:
+                continue
+            digest, reals = self.kernel.real_servers(server, old.digest(key))
+            if reals is None:  # a digest is only known along with its entry
+                view.carry(key, old, server)
+            else:
+                view.read(key, VirtualServerState(server, reals), digest)
+        self.observed = view
 
     # --- internals ---
 
@@ -186,10 +216,11 @@ class Engine:
         keys: set[ServiceKey] = set()
         changed: set[ServiceKey] = set()
         for ref in refs:
-            old = self.entries.pop(ref, {})
-            for key in old:
-                self._unclaim(key, ref)
-            keys |= old.keys() | self._owned_by_ref.get(ref, set())
+            old = {entry.server.key: entry for entry in self.entries.pop(ref, ())}
+            for key, entry in old.items():
+                self._unclaim(key, entry)
+            keys.update(old)  # in place: ``keys |= old.keys()`` would copy ``keys`` for every Service
+            keys.update(self._owned_by_ref.get(ref))
             svc, slices, problems = self.world.inputs(ref)
             self.held.discard(ref)
             new: dict[ServiceKey, DesiredService] = {}
@@ -202,31 +233,29 @@ class Engine:
                     self.held.add(ref)
                     log.error("service rejected", service=f"{ref[0]}/{ref[1]}", problem=str(problems[-1]))
             for key, entry in new.items():
-                self.claims[key][ref] = entry
-                self._claimed_at[key.address].add(key)
+                self.claims.add(key, entry)
+                self._claimed_at.add(key.address, key)
             keys.update(new)
             changed.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             if new:
-                self.entries[ref] = new
+                self.entries[ref] = tuple(new.values())
             if problems:
                 self.problems[ref] = problems
             else:
                 self.problems.pop(ref, None)
         return keys, changed
 
-    def _unclaim(self, key: ServiceKey, ref: ServiceRef) -> None:
-        claimants = self.claims.get(key)
-        if claimants is not None:
-            claimants.pop(ref, None)
-            if not claimants:
-                del self.claims[key]
-                Ledger._forget(self._claimed_at, key.address, key)
+    def _unclaim(self, key: ServiceKey, entry: DesiredService) -> None:
+        self.claims.discard(key, entry)
+        if key not in self.claims:
+            self._claimed_at.discard(key.address, key)
 
     def _winner(self, key: ServiceKey) -> DesiredService | None:
+        """The claim that gets the virtual server: the first Service by (namespace, name)."""
         claimants = self.claims.get(key)
-        if not claimants:
-            return None
-        return claimants[min(claimants)]
+        if len(claimants) == 1:
+            return next(iter(claimants))
+        return min(claimants, key=_service_of, default=None)
 
     def _reconcile(
         self, keys: set[ServiceKey], full: bool, considered: set[ServiceRef], fresh: set[ServiceKey] | None = None
@@ -244,14 +273,20 @@ class Engine:
                 else:
                     self.observed[key] = state
         wanted = {key: w for key in keys if (w := self._winner(key)) is not None}
-        clashes = [clash(key, e, w) for key, w in wanted.items() for e in self.claims[key].values() if e is not w]
+        clashes = [
+            clash(key, e, w)
+            for key, w in wanted.items()
+            for e in sorted(self.claims.get(key), key=_service_of)
+            if e is not w
+        ]
         held = frozenset(self.held | self.world.problem_refs())
         desired = Desired(wanted, (), held, self.world.incomplete)
         # A partial plan binds or unbinds only its own keys' addresses: it needs to know only those.
         bound = self.bound if full else {k.address for k in keys} & self.bound
-        observed = Observed(
-            {k: self.observed[k] for k in keys if k in self.observed}, frozenset(bound), frozenset(self.local)
-        )
+        # A full plan asks the cache only about these keys (it holds no others): it is handed the
+        # cache itself, whose states are built one at a time as the planner reads them.
+        view = self.observed if full else {k: self.observed[k] for k in keys if k in self.observed}
+        observed = Observed(view, frozenset(bound), frozenset(self.local))
         sub = self.ledger.whole() if full else self.ledger.part(keys, lambda a: self._claimed_outside(a, keys))
         now = self.clock()
         p = plan(desired, observed, sub, adopt=self.settings.adopt, now=now, drain_timeout=self.settings.drain_timeout)
@@ -260,6 +295,7 @@ class Engine:
             if self.store.patches:
                 self.store.save(final)  # fold the journal into the record
             self.ledger = Ledger(final)
+            self._record_read = False
         else:
             results, final = execute(p, self.kernel, sub, self._patch, self.on_flush)
         self._index_owned(final.services, keys)
@@ -291,27 +327,48 @@ class Engine:
 
     def _claimed_outside(self, address: IPAddress, keys: set[ServiceKey]) -> bool:
         """Does a Service want a virtual server at this address other than these?"""
-        return any(k not in keys for k in self._claimed_at.get(address, ()))
+        return any(k not in keys for k in self._claimed_at.get(address))
 
     def _patch(self, before: Ownership, after: Ownership) -> None:
         """A partial sync's change of the record: a journal line, and the same patch in memory."""
         self.store.append(before, after)
         self.ledger.patch(before, after)
 
+    def _share_record(self) -> None:
+        """Hold the ownership record read from disk in the translation's own objects where they
+        are equal (virtual server keys, owners, addresses): the first full sync would otherwise
+        carry both copies, at 10,000 Services some 4 MB."""
+        services: dict[ServiceKey, Owner] = {}
+        for key, owner in self.ledger.services.items():
+            wanted = self._winner(key)
+            if wanted is None:
+                services[key] = owner
+            else:  # the equal key as translation made it, and its owner if the same
+                services[wanted.server.key] = wanted.owner if wanted.owner == owner else owner
+        addresses = frozenset(self._shared(a) for a in self.ledger.addresses)
+        self.ledger = Ledger(Ownership(services, addresses, self.ledger.draining))
+        self._ref_of.clear()
+        self._owned_by_ref = Index()
+        self._index_owned(self.ledger.services, ())
+        self._record_read = False
+
+    def _shared(self, address: IPAddress) -> IPAddress:
+        """The translation's own object for an address read from the kernel or the record."""
+        at = self._claimed_at.get(address)
+        return next(iter(at)).address if at else address
+
     def _index_owned(self, services: Mapping[ServiceKey, Owner], keys: Iterable[ServiceKey]) -> None:
         """Keep the Service → owned keys index in step for the re-planned keys (all keys at start)."""
         for key in keys:
             ref = self._ref_of.pop(key, None)
             if ref is not None:
-                refs = self._owned_by_ref[ref]
-                refs.discard(key)
-                if not refs:
-                    del self._owned_by_ref[ref]
+                self._owned_by_ref.discard(ref, key)
         for key in keys or services:
             owner = services.get(key)
             if owner is not None:
-                self._owned_by_ref[owner.service].add(key)
-                self._ref_of[key] = owner.service
+                ref = owner.service
+                self._owned_by_ref.add(ref, key)
+                self._ref_of[key] = ref
 
     def _track_failures(
         self, p: Plan, results: list[KernelError | None], considered: set[ServiceRef]
@@ -320,7 +377,7 @@ class Engine:
         failed: set[ServiceRef] = set()
         for op, res in zip(p.ops, results, strict=True):
             if res is not None and isinstance(op, BindAddress):  # retried as the Services at that address
-                claimed = (self._winner(k) for k in self._claimed_at.get(op.address, ()))
+                claimed = (self._winner(k) for k in self._claimed_at.get(op.address))
                 failed.update(w.owner.service for w in claimed if w is not None)
             key = service_of(op)
             if res is None or key is None:

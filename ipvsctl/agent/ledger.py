@@ -8,12 +8,13 @@ entire record, for the full resync that plans everything anyway.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from ipvsctl.model.desired import Owner
 from ipvsctl.model.ipvs import IPAddress, ServiceKey
 from ipvsctl.plan import DrainKey, Ownership
+
+from .world import Index
 
 
 class Ledger:
@@ -22,18 +23,18 @@ class Ledger:
         self.addresses: set[IPAddress] = set(owned.addresses)
         self.draining: dict[DrainKey, float] = dict(owned.draining)
         # owned virtual servers and draining real servers, by address and by virtual server
-        self._at: defaultdict[IPAddress, set[ServiceKey]] = defaultdict(set)
-        self._drains: defaultdict[ServiceKey, set[DrainKey]] = defaultdict(set)
+        self._at: Index[IPAddress, ServiceKey] = Index()
+        self._drains: Index[ServiceKey, DrainKey] = Index()
         for key in self.services:
-            self._at[key.address].add(key)
+            self._at.add(key.address, key)
         for dk in self.draining:
-            self._drains[dk[0]].add(dk)
+            self._drains.add(dk[0], dk)
 
     def whole(self) -> Ownership:
         return Ownership(dict(self.services), frozenset(self.addresses), dict(self.draining))
 
     def keys_at(self, address: IPAddress) -> Iterable[ServiceKey]:
-        return self._at.get(address, ())
+        return self._at.get(address)
 
     def part(self, keys: set[ServiceKey], claimed_elsewhere: Callable[[IPAddress], bool]) -> Ownership:
         """The slice of the record that concerns these virtual servers.
@@ -43,31 +44,23 @@ class Ledger:
         says another Service wants, must stay bound whatever these virtual servers do."""
         services = {k: self.services[k] for k in keys if k in self.services}
         addresses = {k.address for k in keys if k.address in self.addresses}
-        free = {a for a in addresses if not claimed_elsewhere(a) and all(k in keys for k in self._at.get(a, ()))}
-        draining = {dk: self.draining[dk] for k in keys for dk in self._drains.get(k, ())}
+        free = {a for a in addresses if not claimed_elsewhere(a) and all(k in keys for k in self._at.get(a))}
+        draining = {dk: self.draining[dk] for k in keys for dk in self._drains.get(k)}
         return Ownership(services, frozenset(free), draining)
 
     def patch(self, drop: Ownership, put: Ownership) -> None:
         """Remove drop's entries, then add put's (the same patch the journal records)."""
         for key in drop.services:
             if self.services.pop(key, None) is not None:
-                self._forget(self._at, key.address, key)
+                self._at.discard(key.address, key)
         self.addresses -= drop.addresses
         for dk in drop.draining:
             if self.draining.pop(dk, None) is not None:
-                self._forget(self._drains, dk[0], dk)
+                self._drains.discard(dk[0], dk)
         for key, owner in put.services.items():
             self.services[key] = owner
-            self._at[key.address].add(key)
+            self._at.add(key.address, key)
         self.addresses |= put.addresses
         for dk, since in put.draining.items():
             self.draining[dk] = since
-            self._drains[dk[0]].add(dk)
-
-    @staticmethod
-    def _forget(index: defaultdict, slot: object, item: object) -> None:
-        members = index.get(slot)
-        if members is not None:
-            members.discard(item)
-            if not members:
-                del index[slot]
+            self._drains.add(dk[0], dk)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ipvsctl.agent.engine import Engine
+from ipvsctl.agent.world import World
 from ipvsctl.apply import observe
 from ipvsctl.bench import rules
 from ipvsctl.bench.results import Timing, failed
@@ -28,6 +30,7 @@ from ipvsctl.kernel.netlink import NetlinkKernel
 from ipvsctl.model.ipvs import IPAddress, Protocol, ServiceKey, address_sort_key
 from ipvsctl.plan import plan
 from ipvsctl.settings import Settings
+from ipvsctl.sources import directory
 from ipvsctl.sources.files import load
 from ipvsctl.state import Store
 from ipvsctl.translate import translate
@@ -147,8 +150,38 @@ def timed_process(
     return Timing((elapsed,))
 
 
-def cold_ipvsctl(ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str]) -> Timing:
-    return timed_process([*ipvsctl, "--state-dir", str(state_dir), "apply", "-f", str(manifests)], env=env)
+def cold_ipvsctl(
+    ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str], timeout: float = 3600.0
+) -> tuple[Timing, Timing]:
+    """``ipvsctl apply`` from start to exit, and the part of it spent programming the kernel
+    (the ``program`` phase of its ``applied`` log line: netlink batches, addresses, record)."""
+    argv = [*ipvsctl, "--log-format", "json", "--state-dir", str(state_dir), "apply", "-f", str(manifests)]
+    try:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=timeout, check=False
+        )
+        elapsed = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        problem = failed(f"ipvsctl apply did not finish within {timeout:g} s")
+        return problem, problem
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        problem = failed(f"ipvsctl apply exited {proc.returncode}: {tail(err)}")
+        return problem, problem
+    return Timing((elapsed,)), applied_phase(err, "program")
+
+
+def applied_phase(log: str, phase: str) -> Timing:
+    """One phase's seconds from the ``applied`` line of ``ipvsctl apply``'s JSON log."""
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "applied":
+                took = event.get("seconds", {}).get(phase)
+                if isinstance(took, int | float):
+                    return Timing((float(took),))
+    return failed(f"no {phase!r} phase in ipvsctl apply's log: {tail(log)}")
 
 
 def cold_ipvsadm(rules_file: Path) -> Timing:
@@ -236,31 +269,47 @@ def list_ipvsadm(repeats: int = 3) -> Timing:
 
 
 def dump_diff(state_dir: Path, manifests: Path, repeats: int = 3) -> tuple[Timing, Timing]:
-    """ipvsctl's full read of the kernel and its diff against the desired state (``observe`` +
-    ``plan``, the work of the agent's periodic resync and of ``ipvsctl diff`` minus parsing).
-    The manifests are loaded and translated once, untimed, the way ``ipvsctl diff`` does it.
+    """ipvsctl's full read of the kernel and its diff against the desired state, two ways:
 
-    Two timings: on one long-lived kernel connection, as the agent holds it (a virtual server
-    whose destination dump is byte-for-byte the one before is not decoded again), and each on a
-    fresh connection, which decodes every destination (a first resync, or every virtual server
-    carrying traffic, whose counters change between dumps)."""
+    - warm: the agent's own periodic full resync, ``Engine.resync()``, in process, on the
+      engine's long-lived kernel connection and cache, as the agent runs it (the manifests are
+      read and translated once, untimed, and the engine's first resync is not counted). A
+      virtual server whose real servers the kernel reports unchanged (same digest) is not
+      decoded again;
+    - fresh: ``observe`` + ``plan`` on a new connection, which decodes every destination (the
+      first resync after a start, or virtual servers carrying traffic, whose counters move).
+
+    Both must find nothing to do."""
     with NetlinkKernel(interface=INTERFACE) as kernel:
         first = observe(kernel)
         node_ips: tuple[IPAddress, ...] = tuple(sorted(first.local, key=address_sort_key))
+        del first
         settings = replace(Settings(state_dir=state_dir, set_sysctls=False), node_ips=node_ips)
         desired = translate(load([str(manifests)]), settings)
         if desired.problems:
             problem = failed(f"the manifests have problems: {desired.problems[0]}")
             return problem, problem
         owned = Store(state_dir).load()
+        world = World()
+        world.expect(directory.SOURCE)
+        directory.DirectorySource([str(manifests)], world, threading.Event()).scan()
+        world.mark_ready(directory.SOURCE)
+        engine = Engine(kernel, Store(state_dir), settings, world)
+        report = engine.resync(world.take().services, retranslate=True)
 
-        def timed(k: NetlinkKernel) -> float | str:
-            started = time.perf_counter()
-            observed = observe(k)
-            p = plan(
-                desired, observed, owned, adopt=settings.adopt, now=time.time(), drain_timeout=settings.drain_timeout
-            )
-            took = time.perf_counter() - started
+        def fresh_read() -> float | str:
+            with NetlinkKernel(interface=INTERFACE) as k:
+                started = time.perf_counter()
+                observed = observe(k)
+                p = plan(
+                    desired,
+                    observed,
+                    owned,
+                    adopt=settings.adopt,
+                    now=time.time(),
+                    drain_timeout=settings.drain_timeout,
+                )
+                took = time.perf_counter() - started
             if p.ops or p.conflicts:
                 return (
                     f"plan() wants {len(p.ops)} operations and sees {len(p.conflicts)} conflicts on an unchanged kernel"
@@ -269,16 +318,18 @@ def dump_diff(state_dir: Path, manifests: Path, repeats: int = 3) -> tuple[Timin
 
         warm: list[float] = []
         fresh: list[float] = []
-        for _ in range(repeats):
-            for samples, k in ((warm, kernel), (fresh, NetlinkKernel(interface=INTERFACE))):
-                try:
-                    result = timed(k)
-                finally:
-                    if k is not kernel:
-                        k.close()
-                if isinstance(result, str):
-                    return failed(result), failed(result)
-                samples.append(result)
+        for _ in range(repeats + 1):
+            if report.ops or report.conflicts:
+                why = f"the agent's resync made {len(report.ops)} operations and saw {len(report.conflicts)} conflicts"
+                return failed(why), failed(why)
+            if len(warm) == repeats:
+                break
+            report = engine.resync()
+            warm.append(report.seconds)
+            result = fresh_read()
+            if isinstance(result, str):
+                return failed(result), failed(result)
+            fresh.append(result)
     return Timing(tuple(warm)), Timing(tuple(fresh))
 
 

@@ -38,7 +38,7 @@ MEASURES = (
     Measure("cold_ipvsctl", "cold: ipvsctl apply", "ipvsctl", "cold"),
     Measure("cold_ipvsadm", "cold: ipvsadm -R", "ipvsadm", "cold"),
     Measure("cold_keepalived", "cold: keepalived", "keepalived", "cold"),
-    Measure("dump_diff_ipvsctl", "resync: ipvsctl dump+diff", "ipvsctl", "resync"),
+    Measure("dump_diff_ipvsctl", "resync: agent full resync", "ipvsctl", "resync"),
     Measure("dump_diff_fresh_ipvsctl", "resync: ipvsctl dump+diff, fresh", "ipvsctl", "resync-fresh"),
     Measure("list_ipvsadm", "resync: ipvsadm -Ln", "ipvsadm", "resync"),
     Measure("flip_agent_sync", "flip: agent sync", "ipvsctl", "flip"),
@@ -145,7 +145,8 @@ def results_section(results: Results) -> str:
         return "_No sizes were measured._"
     parts = [
         "**Cold programming** from an empty kernel (wall time; keepalived: from its start until all "
-        "virtual and real servers are in the kernel):",
+        'virtual and real servers are in the kernel; "of which programming": the part of `ipvsctl apply` '
+        "after reading the kernel and the manifests and planning, as it logs it):",
         "",
         _per_size(
             results,
@@ -156,19 +157,21 @@ def results_section(results: Results) -> str:
                 ("keepalived", lambda s: cell(s.cold_keepalived)),
                 ("ipvsctl / ipvsadm", _ratio("cold_ipvsctl", "cold_ipvsadm")),
                 ("ipvsctl / keepalived", _ratio("cold_ipvsctl", "cold_keepalived")),
+                ("of which programming", lambda s: cell(s.cold_ipvsctl_program)),
+                ("programming / ipvsadm -R", _ratio("cold_ipvsctl_program", "cold_ipvsadm")),
             ],
         ),
         "",
         "**No-op resync** with the Services in place (median of 3): `ipvsadm -Ln` (a whole process) "
-        "against ipvsctl's full kernel dump + diff (in process): on a long-lived connection, as the agent's "
-        "periodic resync runs it (destinations whose bytes did not change since the last dump are not "
-        "decoded again), and on a fresh one, which decodes every destination:",
+        "against ipvsctl's full kernel dump + diff (in process): the agent's own full resync, as its "
+        "periodic resync runs it (real servers the kernel reports unchanged since its last resync are not "
+        "decoded again), and `observe` + `plan` on a fresh connection, which decodes every destination:",
         "",
         _per_size(
             results,
             [
                 ("ipvsadm -Ln", lambda s: cell(s.list_ipvsadm)),
-                ("ipvsctl dump+diff", lambda s: cell(s.dump_diff_ipvsctl)),
+                ("agent resync", lambda s: cell(s.dump_diff_ipvsctl)),
                 ("ipvsctl / ipvsadm", _ratio("dump_diff_ipvsctl", "list_ipvsadm")),
                 ("dump+diff, fresh", lambda s: cell(s.dump_diff_fresh_ipvsctl)),
                 ("fresh / ipvsadm", _ratio("dump_diff_fresh_ipvsctl", "list_ipvsadm")),

@@ -47,11 +47,13 @@ class Size:
     endpoints: int
     reset: str = ""  # how the kernel was emptied before each cold run
     cold_ipvsctl: Timing = field(default_factory=Timing)
+    # the part of it spent programming the kernel (the "program" phase it logs)
+    cold_ipvsctl_program: Timing = field(default_factory=Timing)
     cold_ipvsadm: Timing = field(default_factory=Timing)
     cold_keepalived: Timing = field(default_factory=Timing)
     list_ipvsadm: Timing = field(default_factory=Timing)  # ipvsadm -Ln
-    dump_diff_ipvsctl: Timing = field(default_factory=Timing)  # observe() + plan()
-    # the same with a fresh kernel connection, so every destination is decoded (nothing reused)
+    dump_diff_ipvsctl: Timing = field(default_factory=Timing)  # the agent's full resync (Engine.resync)
+    # observe() + plan() on a fresh kernel connection, so every destination is decoded
     dump_diff_fresh_ipvsctl: Timing = field(default_factory=Timing)
     edit_ipvsadm: Timing = field(default_factory=Timing)  # one ipvsadm -e process
     flip_agent_sync: Timing = field(default_factory=Timing)  # the agent's own "seconds"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ipvsctl.model.ipvs import IPAddress, RealKey, ServiceKey, VirtualServerState
+from ipvsctl.model.ipvs import IPAddress, RealKey, RealServerState, ServiceKey, VirtualServer, VirtualServerState
 from ipvsctl.model.ops import (
     AddReal,
     AddService,
@@ -85,6 +85,17 @@ class Kernel(Protocol):
 
     def get(self, key: ServiceKey) -> VirtualServerState | None:
         """One virtual server with its real servers, or None if it does not exist."""
+        ...
+
+    def real_servers(
+        self, server: VirtualServer, known: bytes = b""
+    ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
+        """The real servers of one virtual server (as ``dump(reals=False)`` listed it), with a
+        digest of the kernel's answer: equal digests mean the same real servers, connection
+        counts and counters. When the digest equals ``known`` nothing is decoded and None comes
+        in place of the real servers: they are the ones read along with ``known``.
+
+        Raises KernelUnavailable when IPVS cannot be reached."""
         ...
 
     def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:

@@ -17,6 +17,7 @@ order: callers must not depend on service order at all).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -187,6 +188,19 @@ class MemoryKernel:
             raise KernelUnavailable(_read_failure("IPVS GET_SERVICE failed", code))
         svc = self._services.get(key)
         return self._state(svc) if svc else None
+
+    def real_servers(
+        self, server: VirtualServer, known: bytes = b""
+    ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
+        code = self._read_fault("dump", server.key)
+        if code is not None:
+            raise KernelUnavailable(_read_failure("IPVS dump failed", code))
+        svc = self._services.get(server.key)
+        reals = self._state(svc).real_servers if svc else ()
+        # What the netlink kernel's digest covers (every field of every real server, in order),
+        # from the values instead of the bytes.
+        digest = hashlib.blake2b(repr(reals).encode(), digest_size=16).digest()
+        return digest, (None if digest == known else reals)
 
     def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:
         results: list[KernelError | None] = []

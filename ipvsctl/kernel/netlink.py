@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ipvsctl.kernel import codec, rtnl
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
-from ipvsctl.model.ipvs import IPAddress, Protocol, RealKey, ServiceKey, VirtualServerState, address_sort_key
+from ipvsctl.model.ipvs import (
+    IPAddress,
+    Protocol,
+    RealKey,
+    RealServerState,
+    ServiceKey,
+    VirtualServer,
+    VirtualServerState,
+    address_sort_key,
+)
 from ipvsctl.model.ops import (
     AddressOperation,
     AddService,
@@ -87,8 +96,6 @@ class NetlinkKernel:
         self._iproute = None  # pyroute2.IPRoute, created only to create the dummy interface
         self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
-        # per virtual server: digest of its last destination dump and the tuple it decoded to
-        self._reuse: dict[ServiceKey, tuple[bytes, tuple]] = {}
 
     # --- connection ---
 
@@ -182,7 +189,6 @@ class NetlinkKernel:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._reuse = {}
         self._route.close()
         if self._iproute is not None:
             self._iproute.close()
@@ -258,33 +264,31 @@ class NetlinkKernel:
         if code:
             raise KernelUnavailable(f"IPVS dump failed: {os.strerror(code)}")
 
-    def _dests(self, service, reuse: dict[ServiceKey, tuple[bytes, tuple]] | None = None) -> tuple:
+    def real_servers(
+        self, server: VirtualServer, known: bytes = b""
+    ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
         """The destinations of one virtual server.
 
         Each reply message's payload (everything after the netlink header, whose sequence number
-        changes per request) goes into a digest. When the digest equals the one the previous full
-        dump recorded for this virtual server, the bytes are the same as then, and so is what they
-        decode to: the tuple decoded then is returned again and nothing is decoded. Counters are
-        part of the bytes, so a destination that carried traffic, or whose connection counts
-        moved, makes its virtual server decode afresh. ``reuse`` (the next record) receives this
-        virtual server's digest and tuple."""
+        changes per request) goes into the digest. Counters and connection counts are part of the
+        bytes, so a real server that carried traffic changes it."""
+        self._connect()
         seq = self._next_seq()
-        af = codec.service_family(service)
-        key = service.key
-        held = self._dump(codec.encode_dump_dests(self._family, seq, key), seq)
+        af = codec.service_family(server)
+        held = self._dump(codec.encode_dump_dests(self._family, seq, server.key), seq)
         digest = hashlib.blake2b(digest_size=16)
         header = codec.NLMSG_HDRLEN
         for buf, off, length in held:
             digest.update(memoryview(buf)[off + header : off + length])
         fingerprint = digest.digest()
-        last = self._reuse.get(key)
-        if last is not None and last[0] == fingerprint:
-            reals = last[1]
-        else:
-            reals = tuple(self._decode_all(held, lambda buf, off, length: codec.decode_dest(buf, off, length, af)))
-        if reuse is not None:
-            reuse[key] = (fingerprint, reals)
-        return reals
+        if fingerprint == known:
+            return fingerprint, None
+        return fingerprint, tuple(
+            self._decode_all(held, lambda buf, off, length: codec.decode_dest(buf, off, length, af))
+        )
+
+    def _dests(self, server: VirtualServer) -> tuple[RealServerState, ...]:
+        return self.real_servers(server)[1] or ()
 
     def dump(self, reals: bool = True) -> list[VirtualServerState]:
         self._connect()
@@ -295,10 +299,7 @@ class NetlinkKernel:
         if not reals:
             return [VirtualServerState(server, (), stats) for server, stats in services]
         # One destination dump per service: a netlink socket runs one dump at a time.
-        reuse: dict[ServiceKey, tuple[bytes, tuple]] = {}
-        states = [VirtualServerState(server, self._dests(server, reuse), stats) for server, stats in services]
-        self._reuse = reuse  # only the virtual servers this dump saw
-        return states
+        return [VirtualServerState(server, self._dests(server), stats) for server, stats in services]
 
     def get(self, key: ServiceKey) -> VirtualServerState | None:
         self._connect()

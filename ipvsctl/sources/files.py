@@ -505,6 +505,7 @@ def parse_object(origin: Origin, prefix: str, obj: Any) -> Parsed:
         return Parsed(None)
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     ns, nm = meta.get("namespace") or "default", meta.get("name") or ""
+    kind, ns = parse.intern(kind), parse.intern(ns) if isinstance(ns, str) else ns  # shared across objects
     origin = replace(origin, kind=kind, namespace=display(ns), name=display(nm))
     node = Node(obj, prefix)
     endpoint_errors: list[InputError] = []

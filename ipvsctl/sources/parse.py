@@ -2,12 +2,18 @@
 
 Each parse_* function either returns a value or raises InputError naming the field path.
 Per-endpoint mistakes are collected instead, so one bad address costs one endpoint, not a slice.
+
+Values are kept for as long as the agent runs, so what repeats across objects is shared: a
+namespace, a port name or a node name is interned (thousands of objects share one), and a
+choice among fixed words returns the word of the options, not the parsed copy. Object names
+are not: each is used by one or two objects, and interning costs an entry in Python's table.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -98,9 +104,15 @@ class Node:
 
     def choice(self, options: tuple[str, ...], default: str) -> str:
         value = self.string(default)
-        if value not in options:
-            raise self.fail(f"must be one of {', '.join(options)}; got {show(value)}")
-        return value
+        for option in options:
+            if value == option:
+                return option  # the shared constant, not this document's copy
+        raise self.fail(f"must be one of {', '.join(options)}; got {show(value)}")
+
+    def shared(self, default: str | None = None) -> str:
+        """A string that many long-lived values hold (a namespace, a port or node name):
+        interned, so that equal ones are one object."""
+        return intern(self.string(default))
 
     def address(self, purpose: str = "service") -> IPAddress:
         text = self.string()
@@ -114,6 +126,11 @@ class Node:
         if problem:
             raise self.fail(f"{text} is {problem}")
         return addr
+
+
+def intern(text: str) -> str:
+    """``text`` as the one shared object of its value (``sys.intern``; a str subclass as is)."""
+    return sys.intern(text) if type(text) is str else text
 
 
 def kind_of(value: Any) -> str:
@@ -180,7 +197,7 @@ def metadata(doc: Node, subdomain: bool = False) -> tuple[str, str]:
     elif len(name) > 63 or not _DNS_LABEL.fullmatch(name):
         raise name_node.fail(f"{show(name)} is not a DNS label (at most 63 lower-case letters, digits, '-')")
     ns_node = meta.child("namespace")
-    namespace = ns_node.string("default") or "default"
+    namespace = ns_node.shared("default") or "default"
     if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
         raise ns_node.fail(f"{show(namespace)} is not a DNS label (at most 63 lower-case letters, digits, '-')")
     return namespace, name
@@ -237,7 +254,7 @@ def parse_service(doc: Node) -> Service:
     port_nodes = spec.child("ports").items()
     for pnode in port_nodes:
         pnode.mapping()
-        pname = pnode.child("name").string("")
+        pname = pnode.child("name").shared("")
         if pname and (len(pname) > 63 or not _PORT_NAME.fullmatch(pname)):
             raise pnode.child("name").fail(f"{show(pname)} is not a valid port name (lower-case letters, digits, '-')")
         if len(port_nodes) > 1 and not pname:
@@ -299,7 +316,7 @@ def parse_service(doc: Node) -> Service:
 
 def _endpoint_port(node: Node) -> EndpointPort:
     node.mapping()
-    name = node.child("name").string("")
+    name = node.child("name").shared("")
     return EndpointPort(name, node.child("port").integer(1, 65535), protocol(node.child("protocol")))
 
 
@@ -336,7 +353,7 @@ def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice
             ready = cond.child("ready").boolean(True)
             serving = cond.child("serving").boolean(ready)
             terminating = cond.child("terminating").boolean(False)
-            node_name = enode.child("nodeName").string("") or None
+            node_name = enode.child("nodeName").shared("") or None
         except InputError as err:
             problems.append(err)
             continue
@@ -357,7 +374,7 @@ def parse_endpoints(doc: Node, problems: list[InputError]) -> list[EndpointSlice
                 try:
                     anode.mapping()
                     addr = anode.child("ip").address("endpoint")
-                    node_name = anode.child("nodeName").string("") or None
+                    node_name = anode.child("nodeName").shared("") or None
                 except InputError as err:
                     problems.append(err)
                     continue

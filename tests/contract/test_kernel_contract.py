@@ -118,6 +118,27 @@ def test_add_get_dump(harness: Harness, server: VirtualServer, reals: list[RealS
             assert rline is not None and f" -w {r.weight} " in rline and f" {FWD_FLAG[r.forward]} " in rline
 
 
+def test_real_servers_digest(harness: Harness) -> None:
+    """real_servers() reads what get() reads, with a digest that stays while nothing changes and
+    moves with a weight; given that digest it returns None instead of the real servers. A
+    virtual server that does not exist has none."""
+    server = VirtualServer(WEB, "rr")
+    harness.ok([AddService(server), AddReal(WEB, real("203.0.113.1")), AddReal(WEB, real("203.0.113.2", weight=3))])
+    digest, reals = harness.kernel.real_servers(server)
+    got = harness.kernel.get(WEB)
+    assert reals is not None and got is not None
+    assert (
+        [r.server for r in reals]
+        == [r.server for r in got.real_servers]
+        == [real("203.0.113.2", weight=3), real("203.0.113.1")]
+    )
+    assert harness.kernel.real_servers(server, digest) == (digest, None)
+    harness.ok([EditReal(WEB, real("203.0.113.2", weight=5))])
+    moved, reals = harness.kernel.real_servers(server, digest)
+    assert moved != digest and reals is not None and [r.server.weight for r in reals] == [5, 1]
+    assert harness.kernel.real_servers(VirtualServer(MISSING))[1] == ()
+
+
 def test_get_missing_service_is_none(harness: Harness) -> None:
     """get() of a service that does not exist is None, not an error."""
     assert harness.kernel.get(MISSING) is None

@@ -13,7 +13,8 @@ import yaml
 from ipvsctl.agent.engine import Engine
 from ipvsctl.agent.world import World
 from ipvsctl.errors import Origin
-from ipvsctl.kernel.memory import MemoryKernel
+from ipvsctl.kernel.base import KernelUnavailable
+from ipvsctl.kernel.memory import Fault, MemoryKernel
 from ipvsctl.model.ipvs import Protocol, RealKey, RealServer, ServiceKey, VirtualServer
 from ipvsctl.model.ops import AddReal, AddService, DeleteReal, DeleteService, EditReal, EditService
 from ipvsctl.settings import Settings
@@ -339,3 +340,57 @@ def test_partial_syncs_append_to_the_journal_and_a_restart_reads_the_same_record
     h.engine.resync()
     assert not h.store.journal.exists()
     assert Store(h.store.directory).load() == h.engine.owned == live
+
+
+def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs_drift(h: Harness) -> None:
+    """A full resync hands the kernel the digest it read each virtual server's real servers
+    with last time; unchanged ones are carried over without decoding, and drift in either the
+    real servers or the virtual server's own configuration is still seen and repaired."""
+    for n in range(5):
+        h.put(service(f"s{n}", f"10.0.3.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    h.engine.resync()  # the first read with digests (the first resync's cache was advanced, not read)
+    carried: list[bool] = []
+    original = h.kernel.real_servers
+
+    def counting(server: VirtualServer, known: bytes = b"") -> tuple[bytes, object]:
+        digest, reals = original(server, known)
+        carried.append(reals is None)
+        return digest, reals
+
+    h.kernel.real_servers = counting  # type: ignore[method-assign]
+    assert h.engine.resync().ops == ()
+    assert carried == [True] * 5
+    carried.clear()
+    h.kernel.execute(
+        [EditReal(tcp("10.0.3.2"), real("203.0.113.1", 7)), EditService(VirtualServer(tcp("10.0.3.3"), "wlc"))]
+    )
+    report = h.engine.resync()
+    assert report.repairs == 2
+    assert sorted(carried) == [False] + [True] * 4, (
+        "only the re-weighted one is decoded; the re-scheduled one is carried"
+    )
+    assert weights(h.kernel, tcp("10.0.3.2")) == {"203.0.113.1": 1}
+    state = h.kernel.get(tcp("10.0.3.3"))
+    assert state is not None and state.server.scheduler == "rr"
+    # A partial sync changes the cache as the kernel did: that entry is read afresh next time.
+    h.put(endpoints("s1", {"203.0.113.1": True, "203.0.113.2": True}))
+    h.sync()
+    carried.clear()
+    assert h.engine.resync().ops == ()
+    assert carried.count(False) >= 2 and carried.count(True) <= 3
+
+
+def test_new_input_is_not_counted_as_drift_after_a_resync_that_failed_reading(h: Harness) -> None:
+    """A resync translates before it reads the real servers back; when that read fails, the
+    retry finds the translation already done, and must still not call the new input drift."""
+    h.put(service("a", "10.0.0.1") + "---" + endpoints("a", {"203.0.113.1": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    h.put(endpoints("a", {"203.0.113.1": True, "203.0.113.2": True}))
+    h.kernel.inject(Fault(errno.EIO, "dump", service=tcp("10.0.0.1"), times=1))
+    with pytest.raises(KernelUnavailable):
+        h.engine.resync(h.world.take().services)
+    report = h.engine.resync(retranslate=True)
+    assert report.ops == (AddReal(tcp("10.0.0.1"), real("203.0.113.2")),)
+    assert report.repairs == 0
+    assert weights(h.kernel, tcp("10.0.0.1")) == {"203.0.113.1": 1, "203.0.113.2": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ipvsctl.bench import rules
+from ipvsctl.bench import measure, rules
 from ipvsctl.bench.floors import check
 from ipvsctl.bench.measure import difference, flip_plan
 from ipvsctl.bench.report import NONE, TIMES, begin, end, plot, render_sections, update_document
@@ -180,6 +180,7 @@ def sample_size(n: int, scale: float, *, keepalived_error: str | None = None) ->
         endpoints=10,
         reset="module reload",
         cold_ipvsctl=Timing((0.1 * scale,)),
+        cold_ipvsctl_program=Timing((0.02 * scale,)),
         cold_ipvsadm=Timing((1.0 * scale,)),
         cold_keepalived=failed(keepalived_error) if keepalived_error else Timing((0.4 * scale,)),
         list_ipvsadm=Timing((0.05 * scale, 0.06 * scale, 0.07 * scale)),
@@ -256,8 +257,10 @@ def test_report_tables_and_document(tmp_path: Path) -> None:
         " 400 ms ",
         f" 0.10{TIMES} ",
         f" 0.25{TIMES} ",
+        " 20 ms ",
+        f" 0.02{TIMES} ",
     ]
-    assert "**failed**" in rows[1] and rows[1].rstrip().endswith(f"| {NONE} |")
+    assert "**failed**" in rows[1] and rows[1].rstrip().endswith(f"| {NONE} | 200 ms | 0.02{TIMES} |")
     assert "N=1,000, cold: keepalived: kernel state differs" in sections["results"]
     assert "| host CPU | Test CPU, 2 cores |" in sections["machine"]
     floors = {row.split(" | ")[0].lstrip("| "): row for row in sections["floors"].splitlines()}
@@ -301,3 +304,17 @@ def test_plot_is_valid_svg_with_a_line_per_measure() -> None:
     assert pts[0][0] < pts[1][0] < pts[2][0] and pts[0][1] > pts[1][1] > pts[2][1]
     assert pts[1][0] - pts[0][0] == pytest.approx(pts[2][0] - pts[1][0], abs=0.2)
     assert pts[0][1] - pts[1][1] == pytest.approx(pts[1][1] - pts[2][1], abs=0.2)
+
+
+def test_the_programming_phase_comes_from_the_applied_log_line() -> None:
+    log = "\n".join(
+        [
+            '{"event": "manifest file read", "file": "a.yaml"}',
+            "not json at all",
+            '{"event": "applied", "operations": 3, "seconds": {"manifests": 2.5, "plan": 0.1, "program": 0.75}}',
+        ]
+    )
+    assert measure.applied_phase(log, "program") == Timing((0.75,))
+    assert measure.applied_phase(log, "manifests") == Timing((2.5,))
+    missing = measure.applied_phase('{"event": "applied", "seconds": {}}', "program")
+    assert not missing.ok and "no 'program' phase" in (missing.error or "")

@@ -397,3 +397,13 @@ def test_every_help_has_examples(verb: str) -> None:
 def test_every_verb_is_checked_for_examples() -> None:
     """The help test covers all seven verbs, so a new one without examples cannot slip past."""
     assert set(verbs()) >= {"validate", "diff", "apply", "list", "cleanup", "agent", "version"}
+
+
+def test_apply_logs_how_long_each_phase_took(kernel: MemoryKernel) -> None:
+    code, _, err = run("--log-format", "json", "apply", "-f", str(EXAMPLES), *NODE)
+    assert code == 0, err
+    applied = [json.loads(line) for line in err.splitlines() if '"applied"' in line]
+    assert len(applied) == 1 and applied[0]["operations"] > 0
+    seconds = applied[0]["seconds"]
+    assert set(seconds) == {"kernel read", "manifests", "plan", "program"}
+    assert all(isinstance(took, float) and took >= 0 for took in seconds.values())

@@ -1,8 +1,8 @@
-"""NetlinkKernel.dump reuses what it decoded when a virtual server's destination dump is byte-for-byte the same.
+"""NetlinkKernel.real_servers: a digest of a destination dump, and no decoding when it is the one given.
 
 A fake generic netlink socket answers the dumps from a table, the way the kernel
 frames them (one NEW_DEST message per destination, several per datagram, then
-NLMSG_DONE), so the reuse can be checked without a kernel.
+NLMSG_DONE), so the digests can be checked without a kernel.
 """
 
 from __future__ import annotations
@@ -91,54 +91,43 @@ def _kernel(sock: FakeIpvsSocket) -> NetlinkKernel:
 
 
 @pytest.mark.parametrize("per_datagram", [64, 3, 1])
-def test_unchanged_dump_is_reused_not_decoded(decodes: list[int], per_datagram: int) -> None:
+def test_an_unchanged_answer_has_the_same_digest_and_is_not_decoded(decodes: list[int], per_datagram: int) -> None:
     table = {_server(1): _reals(10), _server(2): _reals(7)}
     kernel = _kernel(FakeIpvsSocket(table, per_datagram))
-    first = kernel.dump()
-    assert len(decodes) == 17
-    assert [len(s.real_servers) for s in first] == [10, 7]
-    assert [r.server for r in first[0].real_servers] == [r.server for r in table[_server(1)]]
-    second = kernel.dump()
-    assert len(decodes) == 17, "nothing changed, so nothing is decoded again"
-    assert second == first
-    assert all(a.real_servers is b.real_servers for a, b in zip(first, second, strict=True))
+    digest, reals = kernel.real_servers(_server(1))
+    assert len(decodes) == 10
+    assert reals is not None and [r.server for r in reals] == [r.server for r in table[_server(1)]]
+    again, none = kernel.real_servers(_server(1), digest)
+    assert (again, none) == (digest, None), "same bytes but for the sequence number: nothing decoded"
+    assert len(decodes) == 10
+    other, reals2 = kernel.real_servers(_server(2), digest)
+    assert other != digest and reals2 is not None and len(reals2) == 7, "another virtual server's digest differs"
 
 
-def test_a_changed_weight_or_counter_decodes_that_virtual_server_only(decodes: list[int]) -> None:
+def test_a_changed_weight_or_counter_changes_the_digest(decodes: list[int]) -> None:
     table = {_server(1): _reals(10), _server(2): _reals(10), _server(3): _reals(10)}
     kernel = _kernel(FakeIpvsSocket(table, per_datagram=4))
-    kernel.dump()
+    known = {s: kernel.real_servers(s)[0] for s in table}
     table[_server(1)][3] = replace(table[_server(1)][3], server=replace(table[_server(1)][3].server, weight=0))
     table[_server(3)][9] = replace(table[_server(3)][9], active_conns=1, stats=Stats(conns=5, inpkts=9))
     decodes.clear()
-    after = {s.server.key: s for s in kernel.dump()}
-    assert len(decodes) == 20, "the two changed virtual servers are decoded afresh, the third is reused"
-    assert after[_server(1).key].real_servers[3].server.weight == 0
-    assert after[_server(3).key].real_servers[9].active_conns == 1
-    assert after[_server(3).key].real_servers[9].stats.conns == 5
-    assert after[_server(2).key].real_servers == tuple(table[_server(2)])
+    after = {s.key: kernel.real_servers(s, known[s]) for s in table}
+    assert len(decodes) == 20, "the two changed virtual servers are decoded afresh, the third is not"
+    assert after[_server(2).key] == (known[_server(2)], None)
+    reals1, reals3 = after[_server(1).key][1], after[_server(3).key][1]
+    assert reals1 is not None and reals1[3].server.weight == 0
+    assert reals3 is not None and reals3[9].active_conns == 1 and reals3[9].stats.conns == 5
+    assert after[_server(1).key][0] != known[_server(1)] and after[_server(3).key][0] != known[_server(3)]
 
 
-def test_reuse_record_holds_only_the_last_dump(decodes: list[int]) -> None:
-    table = {_server(1): _reals(5), _server(2): _reals(5)}
-    kernel = _kernel(FakeIpvsSocket(table))
-    kernel.dump()
-    gone = table.pop(_server(2))
-    kernel.dump()
-    assert set(kernel._reuse) == {_server(1).key}
-    table[_server(2)] = gone
-    decodes.clear()
-    kernel.dump()
-    assert len(decodes) == 5, "a virtual server that came back is decoded, not taken from an old record"
-
-
-def test_a_dump_without_reals_leaves_the_record(decodes: list[int]) -> None:
-    table = {_server(1): _reals(4)}
+def test_dump_decodes_every_destination_every_time(decodes: list[int]) -> None:
+    """The kernel object keeps no record between dumps: the caller that wants to skip decoding
+    keeps the digests (the agent's cache does)."""
+    table = {_server(1): _reals(4), _server(2): _reals(3)}
     sock = FakeIpvsSocket(table)
     kernel = _kernel(sock)
-    kernel.dump()
-    assert [s.real_servers for s in kernel.dump(reals=False)] == [()]
-    decodes.clear()
-    kernel.dump()
-    assert decodes == []
-    assert sock.dest_dumps == 2
+    first = kernel.dump()
+    assert kernel.dump() == first
+    assert len(decodes) == 14
+    assert [s.real_servers for s in kernel.dump(reals=False)] == [(), ()]
+    assert sock.dest_dumps == 4
