@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ipvsctl.errors import Problem
-from ipvsctl.model.desired import Desired, Owner
+from ipvsctl.model.desired import Desired, Owner, RealServerStates
 from ipvsctl.model.ipvs import (
     IPAddress,
     Protocol,
@@ -94,6 +94,8 @@ def _same_reals(have: tuple[RealServerState, ...], want: tuple[RealServer, ...])
 
     A shortcut for the common case of a resync that finds nothing to do: one tuple comparison
     instead of a dictionary per virtual server. Any other order takes the general path."""
+    if isinstance(have, RealServerStates) and have.configs == want:
+        return True  # the agent's cache: the kernel holds these very configurations, packed
     if len(have) != len(want):
         return False
     servers = tuple([r.server for r in reversed(have)])

@@ -19,14 +19,12 @@ any real server has connections, their counts packed in bytes.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from ipvsctl.kernel.base import KernelError
-from ipvsctl.model.desired import DesiredService, RealServers
+from ipvsctl.model.desired import CONNS, DesiredService, RealServers, RealServerStates, make_state
 from ipvsctl.model.ipvs import (
-    NO_STATS,
     RealKey,
     RealServer,
     RealServerState,
@@ -43,35 +41,6 @@ Wanted = Callable[[ServiceKey], DesiredService | None]  # what the engine wants 
 # RealServerState; whether the kernel lists them in the reverse order; with RealServers, their
 # connection counts (active, inactive, persistent per real server), or None when all are 0.
 _Entry = tuple[VirtualServer, RealServers | tuple[RealServer | RealServerState, ...], bool, bytes | None]
-_CONNS = struct.Struct("=III")
-
-
-def _state_maker() -> Callable[[RealServer, int, int, int], RealServerState]:
-    """``RealServerState(server, active, inactive, persistent)``, built by setting the slots
-    directly: a full sync builds one per real server, and a frozen dataclass's ``__init__``
-    (``object.__setattr__`` per field) took twice as long. Should the class gain a field or a
-    ``__post_init__``, the constructor is used (tests compare both)."""
-    names = [f.name for f in fields(RealServerState)]
-    if names != ["server", "active_conns", "inactive_conns", "persistent_conns", "stats"] or hasattr(
-        RealServerState, "__post_init__"
-    ):
-        return lambda server, active, inactive, persistent: RealServerState(server, active, inactive, persistent)
-    new = object.__new__
-    set_server, set_active, set_inactive, set_persistent, set_stats = (vars(RealServerState)[n].__set__ for n in names)
-
-    def make(server: RealServer, active: int, inactive: int, persistent: int) -> RealServerState:
-        state = new(RealServerState)
-        set_server(state, server)
-        set_active(state, active)
-        set_inactive(state, inactive)
-        set_persistent(state, persistent)
-        set_stats(state, NO_STATS)
-        return state
-
-    return make
-
-
-_state = _state_maker()
 
 
 def _conns(state: RealServerState) -> tuple[int, int, int]:
@@ -92,22 +61,22 @@ def compact(state: VirtualServerState, like: DesiredService | None = None) -> _E
             if want.same(configs[::-1] if newest_first else configs):
                 counts = [_conns(r) for r in ordered]
                 busy = any(c != (0, 0, 0) for c in counts)
-                conns = b"".join(_CONNS.pack(*c) for c in counts) if busy else None
+                conns = b"".join(CONNS.pack(*c) for c in counts) if busy else None
                 return server, want, newest_first, conns
     reals = tuple([r.server if _conns(r) == (0, 0, 0) else RealServerState(r.server, *_conns(r)) for r in have])
     return server, reals, False, None
 
 
 def expand(entry: _Entry) -> VirtualServerState:
-    """The state an entry was made from (equal to it, but for traffic counters)."""
+    """The state an entry was made from (equal to it, but for traffic counters). Real servers
+    kept as a translation's are handed out packed (``RealServerStates``): the planner compares
+    them with what it wants without building them."""
     server, reals, newest_first, conns = entry
     if isinstance(reals, RealServers):
-        if conns is None:
-            states = [_state(r, 0, 0, 0) for r in reals]
-        else:
-            states = [_state(r, *c) for r, c in zip(reals, _CONNS.iter_unpack(conns), strict=True)]
-        return VirtualServerState(server, tuple(states[::-1] if newest_first else states))
-    return VirtualServerState(server, tuple([_state(r, 0, 0, 0) if isinstance(r, RealServer) else r for r in reals]))
+        return VirtualServerState(server, RealServerStates(reals, conns, newest_first))  # type: ignore[arg-type]
+    return VirtualServerState(
+        server, tuple([make_state(r, 0, 0, 0) if isinstance(r, RealServer) else r for r in reals])
+    )
 
 
 class KernelView(MutableMapping[ServiceKey, VirtualServerState]):

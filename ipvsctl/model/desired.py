@@ -9,7 +9,16 @@ from ipaddress import IPv4Address
 from typing import overload
 
 from ipvsctl.errors import Origin, Problem
-from ipvsctl.model.ipvs import Forward, IPAddress, RealKey, RealServer, ServiceKey, VirtualServer
+from ipvsctl.model.ipvs import (
+    NO_STATS,
+    Forward,
+    IPAddress,
+    RealKey,
+    RealServer,
+    RealServerState,
+    ServiceKey,
+    VirtualServer,
+)
 from ipvsctl.model.k8s import Packed, pack_address, unpack_address
 
 
@@ -195,6 +204,84 @@ class RealServers(Sequence[RealServer]):
 
     def __repr__(self) -> str:
         return f"RealServers({tuple(self)!r})"
+
+
+def _state_maker() -> Callable[[RealServer, int, int, int], RealServerState]:
+    """``RealServerState(server, active, inactive, persistent)``, built by setting the slots
+    directly: a full sync builds one per real server, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) took twice as long. Should the class gain a field or a
+    ``__post_init__``, the constructor is used (tests compare both)."""
+    names = [f.name for f in fields(RealServerState)]
+    if names != ["server", "active_conns", "inactive_conns", "persistent_conns", "stats"] or hasattr(
+        RealServerState, "__post_init__"
+    ):
+        return lambda server, active, inactive, persistent: RealServerState(server, active, inactive, persistent)
+    new = object.__new__
+    set_server, set_active, set_inactive, set_persistent, set_stats = (vars(RealServerState)[n].__set__ for n in names)
+
+    def make(server: RealServer, active: int, inactive: int, persistent: int) -> RealServerState:
+        state = new(RealServerState)
+        set_server(state, server)
+        set_active(state, active)
+        set_inactive(state, inactive)
+        set_persistent(state, persistent)
+        set_stats(state, NO_STATS)
+        return state
+
+    return make
+
+
+make_state = _state_maker()
+CONNS = struct.Struct("=III")  # active, inactive, persistent connections of one real server
+
+
+class RealServerStates(Sequence[RealServerState]):
+    """The real servers the kernel holds for a virtual server, as the agent's cache keeps them
+    when they are exactly the ones a translation wants: that translation's ``configs``, in the
+    kernel's order (their reverse when ``newest_first``), and their connection counts packed
+    (``CONNS`` each; None when all are 0). Reading builds equal ``RealServerState`` values
+    (without traffic counters); ``plan`` compares ``configs`` with what it wants and builds none."""
+
+    __slots__ = ("_conns", "_newest_first", "configs")
+
+    def __init__(self, configs: RealServers, conns: bytes | None, newest_first: bool) -> None:
+        self.configs = configs
+        self._conns = conns
+        self._newest_first = newest_first
+
+    def _states(self) -> tuple[RealServerState, ...]:
+        if self._conns is None:
+            states = [make_state(r, 0, 0, 0) for r in self.configs]
+        else:
+            states = [make_state(r, *c) for r, c in zip(self.configs, CONNS.iter_unpack(self._conns), strict=True)]
+        return tuple(states[::-1] if self._newest_first else states)
+
+    def __iter__(self) -> Iterator[RealServerState]:
+        return iter(self._states())
+
+    def __reversed__(self) -> Iterator[RealServerState]:
+        return reversed(self._states())
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    @overload
+    def __getitem__(self, index: int) -> RealServerState: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[RealServerState, ...]: ...
+    def __getitem__(self, index: int | slice) -> RealServerState | tuple[RealServerState, ...]:
+        return self._states()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RealServerStates | tuple):
+            return self._states() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._states())  # as the equal tuple's
+
+    def __repr__(self) -> str:
+        return f"RealServerStates({self._states()!r})"
 
 
 def _plain(real: RealServer) -> bool:
