@@ -9,8 +9,9 @@ server, so a change to one Service costs work for that Service only:
 - ``resync()``: read the whole kernel and plan every Service: drift (owned virtual or real
   servers deleted or edited by hand) is repaired; foreign virtual servers are never touched.
   The virtual servers come from one dump without their real servers; those the engine wants
-  or owns are then read one at a time (``Kernel.get``) and kept at once in the compact cache,
-  so a whole dump of every destination is never held next to the cache.
+  or owns are then read one at a time (``Kernel.real_servers``, which skips decoding what did
+  not change since the last resync) and kept at once in the compact cache, so a whole dump of
+  every destination is never held next to the cache.
 - ``drain()``: re-plan the virtual servers that have draining real servers, reading their
   connection counts fresh, so idle ones are deleted within seconds.
 
@@ -37,8 +38,9 @@ from ipvsctl.state import Store
 from ipvsctl.translate import clash, service_entries
 
 from .cache import KernelView, advance
+from .index import Index
 from .ledger import Ledger
-from .world import Index, ServiceRef, World
+from .world import ServiceRef, World
 
 log = logs.get()
 

@@ -14,7 +14,7 @@ from ipvsctl.model.desired import Owner
 from ipvsctl.model.ipvs import IPAddress, ServiceKey
 from ipvsctl.plan import DrainKey, Ownership
 
-from .world import Index
+from .index import Index
 
 
 class Ledger:

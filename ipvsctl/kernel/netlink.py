@@ -273,9 +273,7 @@ class NetlinkKernel:
         changes per request) goes into the digest. Counters and connection counts are part of the
         bytes, so a real server that carried traffic changes it."""
         self._connect()
-        seq = self._next_seq()
-        af = codec.service_family(server)
-        held = self._dump(codec.encode_dump_dests(self._family, seq, server.key), seq)
+        held = self._dest_messages(server)
         digest = hashlib.blake2b(digest_size=16)
         header = codec.NLMSG_HDRLEN
         for buf, off, length in held:
@@ -283,12 +281,21 @@ class NetlinkKernel:
         fingerprint = digest.digest()
         if fingerprint == known:
             return fingerprint, None
-        return fingerprint, tuple(
-            self._decode_all(held, lambda buf, off, length: codec.decode_dest(buf, off, length, af))
-        )
+        return fingerprint, self._decode_dests(server, held)
+
+    def _dest_messages(self, server: VirtualServer) -> list[tuple[bytes | memoryview, int, int]]:
+        seq = self._next_seq()
+        return self._dump(codec.encode_dump_dests(self._family, seq, server.key), seq)
+
+    def _decode_dests(
+        self, server: VirtualServer, held: list[tuple[bytes | memoryview, int, int]]
+    ) -> tuple[RealServerState, ...]:
+        af = codec.service_family(server)
+        return tuple(self._decode_all(held, lambda buf, off, length: codec.decode_dest(buf, off, length, af)))
 
     def _dests(self, server: VirtualServer) -> tuple[RealServerState, ...]:
-        return self.real_servers(server)[1] or ()
+        """The destinations, for ``dump`` and ``get``: nobody keeps a digest of those reads."""
+        return self._decode_dests(server, self._dest_messages(server))
 
     def dump(self, reals: bool = True) -> list[VirtualServerState]:
         self._connect()

@@ -15,7 +15,8 @@ import pytest
 
 from ipvsctl.agent.cache import KernelView, advance, compact, expand
 from ipvsctl.agent.engine import Engine
-from ipvsctl.agent.world import Index, World
+from ipvsctl.agent.index import Index
+from ipvsctl.agent.world import World
 from ipvsctl.errors import Origin
 from ipvsctl.kernel.memory import MemoryKernel
 from ipvsctl.model.desired import DesiredService, Owner, RealServers
