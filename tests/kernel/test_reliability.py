@@ -13,6 +13,7 @@ Python starts slowly in the VM, so each scenario is built to need as few starts 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -442,6 +443,19 @@ def test_kill_9_of_the_agent_mid_sync_loses_and_leaks_nothing(
     def log_tail() -> str:
         return "agent log ends:\n" + "\n".join(logs[-1].read_text(errors="replace").splitlines()[-30:])
 
+    def fully_synced() -> bool:
+        # The agent's first full sync is logged after its signal handlers are in place. A
+        # restarted agent can find its change already in the kernel (the killed one finished
+        # it), so the kernel alone cannot tell that the new process is past start-up.
+        for line in logs[-1].read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "sync" and entry.get("kind") == "full":
+                return True
+        return False
+
     def kill(proc: subprocess.Popen[bytes], what: str) -> None:
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(60) == -signal.SIGKILL, f"the agent ended by itself before the kill {what}: {log_tail()}"
@@ -481,6 +495,8 @@ def test_kill_9_of_the_agent_mid_sync_loses_and_leaks_nothing(
             proc = start()
             wait_for(lambda v=vips[names[-1]], b=backends, p=proc: set(ipvs.reals(v, 80) or {}) >= set(b)
                      or p.poll() is not None, 300, "the restarted agent to finish the change",
+                     describe=log_tail)  # fmt: skip
+            wait_for(lambda p=proc: fully_synced() or p.poll() is not None, 300, "the restarted agent's full sync",
                      describe=log_tail)  # fmt: skip
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log_tail()
