@@ -87,13 +87,16 @@ class KernelView(MutableMapping[ServiceKey, VirtualServerState]):
     A state read by a full resync also keeps the kernel's digest of its real servers
     (``Kernel.real_servers``): the next resync hands it back, and when the kernel's answer has
     not changed, the entry is carried over as it is instead of being decoded and compacted
-    again. Any other change of an entry (``advance`` after a partial sync) forgets the digest."""
+    again. It may also keep the kernel's summary (``Kernel.summaries``) the read was made with:
+    while the summary stays the same, the next resync need not ask at all. Any other change of
+    an entry (``advance`` after a partial sync) forgets both."""
 
-    __slots__ = ("_digests", "_entries", "_wanted")
+    __slots__ = ("_digests", "_entries", "_summaries", "_wanted")
 
     def __init__(self, wanted: Wanted | None = None) -> None:
         self._entries: dict[ServiceKey, _Entry] = {}
         self._digests: dict[ServiceKey, bytes] = {}
+        self._summaries: dict[ServiceKey, int] = {}
         self._wanted = wanted
 
     def count(self, key: ServiceKey) -> int:
@@ -105,19 +108,29 @@ class KernelView(MutableMapping[ServiceKey, VirtualServerState]):
         """The kernel's digest of the real servers this entry was read from (b"" if none)."""
         return self._digests.get(key, b"")
 
-    def read(self, key: ServiceKey, state: VirtualServerState, digest: bytes) -> None:
-        """Keep a state as a full read found it, with the kernel's digest of its real servers."""
+    def summary(self, key: ServiceKey) -> int | None:
+        """The kernel's summary this entry was read or carried with (None if none)."""
+        return self._summaries.get(key)
+
+    def read(self, key: ServiceKey, state: VirtualServerState, digest: bytes, summary: int | None = None) -> None:
+        """Keep a state as a full read found it, with the kernel's digest of its real servers
+        and the summary the kernel gave of it just before."""
         self[key] = state
         self._digests[key] = digest
+        if summary is not None:
+            self._summaries[key] = summary
 
-    def carry(self, key: ServiceKey, old: KernelView, server: VirtualServer) -> None:
+    def carry(self, key: ServiceKey, old: KernelView, server: VirtualServer, summary: int | None = None) -> None:
         """Take ``old``'s entry for this key, whose real servers the kernel reports unchanged
-        (the digest ``old`` kept), with the virtual server's configuration as read now."""
+        (the digest or the summary ``old`` kept), with the virtual server's configuration as
+        read now and the kernel's summary as given now."""
         entry = old._entries[key]
         if entry[0] != server:
             entry = (server, *entry[1:])
         self._entries[key] = entry
         self._digests[key] = old._digests[key]
+        if summary is not None:
+            self._summaries[key] = summary
 
     def __getitem__(self, key: ServiceKey) -> VirtualServerState:
         return expand(self._entries[key])
@@ -125,10 +138,12 @@ class KernelView(MutableMapping[ServiceKey, VirtualServerState]):
     def __setitem__(self, key: ServiceKey, state: VirtualServerState) -> None:
         self._entries[key] = compact(state, self._wanted(key) if self._wanted is not None else None)
         self._digests.pop(key, None)
+        self._summaries.pop(key, None)
 
     def __delitem__(self, key: ServiceKey) -> None:
         del self._entries[key]
         self._digests.pop(key, None)
+        self._summaries.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries

@@ -8,10 +8,13 @@ server, so a change to one Service costs work for that Service only:
   as the CLI, and execute. This is what endpoint changes trigger.
 - ``resync()``: read the whole kernel and plan every Service: drift (owned virtual or real
   servers deleted or edited by hand) is repaired; foreign virtual servers are never touched.
-  The virtual servers come from one dump without their real servers; those the engine wants
-  or owns are then read one at a time (``Kernel.real_servers``, which skips decoding what did
-  not change since the last resync) and kept at once in the compact cache, so a whole dump of
-  every destination is never held next to the cache.
+  The virtual servers come from one dump without their real servers, and a summary of every
+  virtual server from one read of ``/proc/net/ip_vs`` (``Kernel.summaries``). Those the engine
+  wants or owns are read again, one at a time (``Kernel.real_servers``, which skips decoding
+  what did not change since the last resync), only when their summary changed since the last
+  resync read them, or when it is their turn: every resync reads one in ``DEEP_EVERY`` of them
+  anyway, for what the summary does not show (thresholds). What is read is kept at once in the
+  compact cache, so a whole dump of every destination is never held next to the cache.
 - ``drain()``: re-plan the virtual servers that have draining real servers, reading their
   connection counts fresh, so idle ones are deleted within seconds.
 
@@ -44,6 +47,9 @@ from .world import ServiceRef, World
 
 log = logs.get()
 
+# A full resync reads the real servers of one virtual server in this many over netlink even when
+# its summary has not changed: thresholds edited by hand are put back within this many resyncs.
+DEEP_EVERY = 8
 RETRY_BASE = 1.0
 RETRY_CAP = 60.0
 
@@ -102,6 +108,7 @@ class Engine:
     _unsettled: set[ServiceKey] = field(init=False, default_factory=set)  # translated, not yet resynced
     _record_read: bool = field(init=False, default=True)  # the ledger holds the record as read from disk
     _owned_reals: int = field(init=False, default=0)
+    _resyncs: int = field(init=False, default=0)  # full resyncs that read the kernel: whose turn it is
 
     def __post_init__(self) -> None:
         self.observed = KernelView(self._winner)
@@ -189,19 +196,27 @@ class Engine:
     def _read_back(self, keys: set[ServiceKey], present: Mapping[ServiceKey, VirtualServer]) -> None:
         """Read the real servers of these virtual servers (those the kernel has) into a new cache
         (a full resync), one virtual server at a time, each kept at once, compactly. Where the
-        kernel's answer is the one the last full resync read (same digest), the entry is carried
-        over without decoding anything."""
+        kernel's summary is the one the last full resync read with, the entry is carried over
+        without asking (but for one in ``DEEP_EVERY``, in turn); where its answer is the one the
+        last full resync read (same digest), without decoding anything."""
         old = self.observed
         view = KernelView(self._winner)
+        summaries = self.kernel.summaries() or {}
+        self._resyncs += 1
+        turn = self._resyncs % DEEP_EVERY
         for key in keys:  # ``keys``' own objects, not the dump's
             server = present.get(key)
             if server is None:
                 continue
+            summary = summaries.get(key)
+            if summary is not None and summary == old.summary(key) and hash(key) % DEEP_EVERY != turn:
+                view.carry(key, old, server, summary)
+                continue
             digest, reals = self.kernel.real_servers(server, old.digest(key))
             if reals is None:  # a digest is only known along with its entry
-                view.carry(key, old, server)
+                view.carry(key, old, server, summary)
             else:
-                view.read(key, VirtualServerState(server, reals), digest)
+                view.read(key, VirtualServerState(server, reals), digest, summary)
         self.observed = view
 
     # --- internals ---

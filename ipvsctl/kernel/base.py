@@ -98,6 +98,17 @@ class Kernel(Protocol):
         Raises KernelUnavailable when IPVS cannot be reached."""
         ...
 
+    def summaries(self) -> Mapping[ServiceKey, int] | None:
+        """Per virtual server, a number that changes when anything ``ipvsadm -Ln`` shows of it
+        changes: its scheduler and persistence, and each real server's address, port, forwarding
+        method, weight and active and inactive connection counts (``/proc/net/ip_vs``, one read
+        for the whole table). Thresholds, scheduler flags, persistent connection counts and
+        traffic counters are not covered, nor are firewall-mark virtual servers. The numbers
+        compare within one process only. None when the kernel cannot say.
+
+        Raises nothing: a caller falls back to ``real_servers``."""
+        ...
+
     def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:
         """Run operations in order; return one result per operation (None = done).
 

@@ -145,7 +145,9 @@ class MemoryKernel:
     Test hooks: ``set_conns``/``set_stats`` fake traffic, ``inject`` (a ``Fault``) and
     ``fail_next`` make chosen operations or reads fail with an errno (``fault_hits`` counts
     what each fault refused; ``clear`` lifts faults), ``writes`` counts operations submitted to
-    ``execute`` (so a test can prove a run wrote nothing), ``executed`` keeps
+    ``execute`` (so a test can prove a run wrote nothing), ``dest_reads`` the virtual servers
+    ``real_servers`` was asked for, ``summarize`` whether ``summaries`` answers (False: as a
+    kernel without ``/proc/net/ip_vs``), ``executed`` keeps
     every submitted operation in order, ``sysctls`` holds written sysctls, ``flushed`` every
     ``flush_conntrack`` call (``set_conntrack_count`` sets what such a call returns).
     """
@@ -156,8 +158,11 @@ class MemoryKernel:
         schedulers: Iterable[str] = DEFAULT_SCHEDULERS,
         node_addresses: Iterable[IPAddress] = (),
         sysctls: Mapping[str, str] | None = None,
+        summarize: bool = True,
     ) -> None:
         self.schedulers = set(schedulers)
+        self.summarize = summarize
+        self.dest_reads = 0
         self._node_addresses = list(node_addresses)
         self._services: dict[ServiceKey, _Service] = {}
         self._bound: dict[IPAddress, None] = {}
@@ -192,6 +197,7 @@ class MemoryKernel:
     def real_servers(
         self, server: VirtualServer, known: bytes = b""
     ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
+        self.dest_reads += 1
         code = self._read_fault("dump", server.key)
         if code is not None:
             raise KernelUnavailable(_read_failure("IPVS dump failed", code))
@@ -201,6 +207,22 @@ class MemoryKernel:
         # from the values instead of the bytes.
         digest = hashlib.blake2b(repr(reals).encode(), digest_size=16).digest()
         return digest, (None if digest == known else reals)
+
+    def summaries(self) -> dict[ServiceKey, int] | None:
+        if not self.summarize:
+            return None
+        # What /proc/net/ip_vs shows, from the values: no thresholds, no persistent connections.
+        shown = int(ServiceFlag.ONEPACKET | ServiceFlag.PERSISTENT)
+        out = {}
+        for key, svc in self._services.items():
+            if key.fwmark:
+                continue
+            server = svc.server
+            dests = tuple(
+                (d.server.key, d.server.forward, d.server.weight, d.active, d.inactive) for d in svc.dests.values()
+            )
+            out[key] = hash((server.scheduler, int(server.flags) & shown, server.timeout, server.netmask, dests))
+        return out
 
     def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:
         results: list[KernelError | None] = []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ipvsctl.kernel import codec, rtnl
+from ipvsctl.kernel import codec, procfs, rtnl
 from ipvsctl.kernel.base import KernelError, KernelUnavailable
 from ipvsctl.model.ipvs import (
     IPAddress,
@@ -282,6 +282,9 @@ class NetlinkKernel:
         if fingerprint == known:
             return fingerprint, None
         return fingerprint, self._decode_dests(server, held)
+
+    def summaries(self) -> dict[ServiceKey, int] | None:
+        return procfs.read()
 
     def _dest_messages(self, server: VirtualServer) -> list[tuple[bytes | memoryview, int, int]]:
         seq = self._next_seq()

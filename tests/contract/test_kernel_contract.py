@@ -139,6 +139,35 @@ def test_real_servers_digest(harness: Harness) -> None:
     assert harness.kernel.real_servers(VirtualServer(MISSING))[1] == ()
 
 
+def test_summaries_move_with_what_ipvsadm_shows_and_not_with_thresholds(harness: Harness) -> None:
+    """summaries() has one number per virtual server but firewall marks; it stays while nothing
+    changes, moves with a real server's weight, forwarding method, an added or deleted real
+    server and the scheduler, and (what /proc/net/ip_vs does not show) not with thresholds."""
+    web, dns6, sctp = VirtualServer(WEB, "rr"), VirtualServer(DNS6, "wlc"), VirtualServer(SCTP, "sh")
+    harness.ok([
+        AddService(web), AddService(dns6), AddService(sctp), AddService(VirtualServer(FWM4)),
+        AddReal(WEB, real("203.0.113.1")), AddReal(WEB, real("203.0.113.2")), AddReal(DNS6, real("2001:db8::2:1", 53)),
+    ])  # fmt: skip
+    first = harness.kernel.summaries()
+    assert first is not None
+    assert {WEB, DNS6, SCTP} <= set(first) and FWM4 not in first
+    assert harness.kernel.summaries() == first
+
+    def moved(*ops: object) -> set[ServiceKey]:
+        before = harness.kernel.summaries()
+        harness.ok(list(ops))  # type: ignore[arg-type]
+        after = harness.kernel.summaries()
+        assert before is not None and after is not None
+        return {key for key in (WEB, DNS6, SCTP) if before[key] != after[key]}
+
+    assert moved(EditReal(WEB, real("203.0.113.1", weight=4))) == {WEB}
+    assert moved(EditReal(WEB, real("203.0.113.1", weight=4, forward=Forward.ROUTE))) == {WEB}
+    assert moved(AddReal(SCTP, real("203.0.113.3", 3868))) == {SCTP}
+    assert moved(DeleteReal(DNS6, RealKey(ip("2001:db8::2:1"), 53))) == {DNS6}
+    assert moved(EditService(VirtualServer(WEB, "wrr"))) == {WEB}
+    assert moved(EditReal(WEB, real("203.0.113.2", upper_threshold=9, lower_threshold=2))) == set()
+
+
 def test_get_missing_service_is_none(harness: Harness) -> None:
     """get() of a service that does not exist is None, not an error."""
     assert harness.kernel.get(MISSING) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ipvsctl.agent.engine import Engine
+from ipvsctl.agent.engine import DEEP_EVERY, Engine
 from ipvsctl.agent.world import World
 from ipvsctl.errors import Origin
 from ipvsctl.kernel.base import KernelUnavailable
@@ -345,7 +345,9 @@ def test_partial_syncs_append_to_the_journal_and_a_restart_reads_the_same_record
 def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs_drift(h: Harness) -> None:
     """A full resync hands the kernel the digest it read each virtual server's real servers
     with last time; unchanged ones are carried over without decoding, and drift in either the
-    real servers or the virtual server's own configuration is still seen and repaired."""
+    real servers or the virtual server's own configuration is still seen and repaired. (Here
+    the kernel gives no summaries, as one without /proc/net/ip_vs: every resync asks.)"""
+    h.kernel.summarize = False
     for n in range(5):
         h.put(service(f"s{n}", f"10.0.3.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
     h.engine.resync(h.world.take().services, retranslate=True)
@@ -379,6 +381,49 @@ def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs
     carried.clear()
     assert h.engine.resync().ops == ()
     assert carried.count(False) >= 2 and carried.count(True) <= 3
+
+
+def test_a_resync_asks_only_for_changed_summaries_and_one_in_deep_every_in_turn(h: Harness) -> None:
+    """With the kernel's summaries, an idle resync asks netlink for no virtual server whose
+    summary is unchanged, except one in DEEP_EVERY in turn: over DEEP_EVERY resyncs each is
+    asked for exactly once. A weight edited by hand changes the summary and is repaired at the
+    next resync; a threshold (not in the summary) within DEEP_EVERY resyncs."""
+    count = 40
+    for n in range(count):
+        h.put(service(f"s{n}", f"10.0.4.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    h.engine.resync()  # the first read with summaries (the first resync's cache was advanced, not read)
+    asked: list[ServiceKey] = []
+    original = h.kernel.real_servers
+
+    def counting(server: VirtualServer, known: bytes = b"") -> tuple[bytes, object]:
+        asked.append(server.key)
+        return original(server, known)
+
+    h.kernel.real_servers = counting  # type: ignore[method-assign]
+    per_resync = []
+    for _ in range(DEEP_EVERY):
+        before = len(asked)
+        assert h.engine.resync().ops == ()
+        per_resync.append(len(asked) - before)
+    assert sorted(asked, key=str) == sorted((tcp(f"10.0.4.{n}") for n in range(count)), key=str), per_resync
+    assert max(per_resync) < count
+
+    h.kernel.execute([EditReal(tcp("10.0.4.7"), real("203.0.113.1", 5))])
+    report = h.engine.resync()
+    assert report.repairs == 1 and weights(h.kernel, tcp("10.0.4.7")) == {"203.0.113.1": 1}
+
+    key = tcp("10.0.4.9")
+    h.kernel.execute([EditReal(key, RealServer(RealKey(ip("203.0.113.1"), 8080), 1, upper_threshold=3))])
+    for _ in range(DEEP_EVERY):
+        report = h.engine.resync()
+        state = h.kernel.get(key)
+        assert state is not None
+        if state.real_servers[0].server.upper_threshold == 0:
+            assert report.repairs == 1
+            break
+    else:
+        raise AssertionError(f"a hand-set threshold was not repaired in {DEEP_EVERY} resyncs")
 
 
 def test_new_input_is_not_counted_as_drift_after_a_resync_that_failed_reading(h: Harness) -> None:
