@@ -39,6 +39,7 @@ INTERFACE = "ipvsctl0"
 METRICS_ADDRESS = "127.0.0.1:19842"
 POLL = 0.02  # seconds between cheap kernel polls
 EVENT_POLL = 0.01
+FLIPS = 11  # endpoint flips (and ipvsadm -e runs) per size: single flips range from 10 to 90 ms here
 
 
 class BenchError(Exception):
@@ -336,7 +337,7 @@ def dump_diff(state_dir: Path, manifests: Path, repeats: int = 3) -> tuple[Timin
 # --- one endpoint flip --------------------------------------------------------------------------
 
 
-def edit_ipvsadm(svc: rules.BenchService, repeats: int = 5) -> Timing:
+def edit_ipvsadm(svc: rules.BenchService, repeats: int = FLIPS) -> Timing:
     """One ``ipvsadm -e`` process setting a real server's weight to 0 (restored after each, untimed)."""
     target = ["-t", f"{svc.vip}:{rules.PORT}", "-r", f"{svc.endpoints[0]}:{rules.TARGET_PORT}", "-m"]
     samples = []
@@ -448,7 +449,7 @@ class Flip:
     ready: bool
 
 
-def flip_plan(services: Sequence[rules.BenchService], count: int = 5) -> list[Flip]:
+def flip_plan(services: Sequence[rules.BenchService], count: int = FLIPS) -> list[Flip]:
     """``count`` flips of endpoint 0, alternating between Services a quarter, half and three quarters
     into the rule set: A down, B down, A up, B up, C down, …"""
     n = len(services)
@@ -476,7 +477,7 @@ def kernel_shows(kernel: NetlinkKernel, flip: Flip) -> bool:
 
 
 def flips(
-    agent: Agent, manifests: Path, services: Sequence[rules.BenchService], count: int = 5, timeout: float = 600.0
+    agent: Agent, manifests: Path, services: Sequence[rules.BenchService], count: int = FLIPS, timeout: float = 600.0
 ) -> tuple[Timing, Timing]:
     """(the agent's own sync seconds, file write → kernel changed) for ``count`` endpoint flips."""
     sync_samples: list[float] = []

@@ -130,6 +130,14 @@ def machine_section(results: Results) -> str:
     return table(["what", "value"], rows, numbers=False)
 
 
+def _flip_count(results: Results) -> str:
+    """How many flips each size's median is of ("11", or "5 to 11" when sizes differ)."""
+    counts = sorted({len(s.flip_agent_sync.samples) for s in results.sizes if s.flip_agent_sync.samples})
+    if not counts:
+        return "0"
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
+
+
 def _per_size(results: Results, columns: list[tuple[str, Callable[[Size], str]]]) -> str:
     header = ["Services", *(name for name, _ in columns)]
     rows = [[f"{s.services:,}", *(fn(s) for _, fn in columns)] for s in results.sizes]
@@ -179,8 +187,8 @@ def results_section(results: Results) -> str:
             ],
         ),
         "",
-        "**One endpoint flip** (median of 5): the agent's partial sync as it logs it, the time from "
-        "the file write until the kernel shows the change, and one `ipvsadm -e` process:",
+        f"**One endpoint flip** (median of {_flip_count(results)}): the agent's partial sync as it logs it, "
+        "the time from the file write until the kernel shows the change, and one `ipvsadm -e` process:",
         "",
         _per_size(
             results,
