@@ -32,6 +32,10 @@ class Problem:
     field: str
     message: str
     severity: str = "error"  # "error" or "warning"
+    # A rejected EndpointSlice or Endpoints: the name of the Service it belongs to (in the same
+    # namespace), which ``apply`` then keeps as the kernel has it rather than program it without
+    # those endpoints. Empty for everything else.
+    holds: str = ""
 
     def __str__(self) -> str:
         field = f": {self.field}" if self.field else ""

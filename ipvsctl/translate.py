@@ -135,9 +135,28 @@ def translate(snapshot: Snapshot, settings: Settings) -> Desired:
     problems = list(snapshot.problems)
     held = {(p.origin.namespace, p.origin.name) for p in problems if p.origin.kind == "Service"}
     incomplete = any(not p.origin.kind for p in problems)
+    # A Service one of whose endpoint objects was rejected is kept as the kernel has it: programmed
+    # without those endpoints, it would lose backends over a typo.
+    present = {(svc.namespace, svc.name): svc for svc in snapshot.services}
+    kept: set[tuple[str, str]] = set()
+    for p in snapshot.problems:
+        ref = (p.origin.namespace, p.holds)
+        if p.holds and ref in present and ref not in kept:
+            kept.add(ref)
+            problems.append(
+                Problem(
+                    present[ref].origin,
+                    "",
+                    f"kept as it is in the kernel: its {p.origin.kind} {p.origin.name or '<unnamed>'} "
+                    f"({p.origin.file}) was rejected",
+                    severity="warning",
+                )
+            )
     by_service = service_slices(snapshot)
     claims: dict[ServiceKey, list[DesiredService]] = defaultdict(list)
     for svc in sorted(snapshot.services, key=lambda s: (s.namespace, s.name)):
+        if (svc.namespace, svc.name) in kept:
+            continue
         try:
             entries = service_entries(svc, by_service.get((svc.namespace, svc.name), []), settings)
         except InputError as err:
@@ -147,4 +166,4 @@ def translate(snapshot: Snapshot, settings: Settings) -> Desired:
         for e in entries:
             claims[e.server.key].append(e)
     wanted, clashes = resolve(claims)
-    return Desired(wanted, (*problems, *clashes), frozenset(held), incomplete)
+    return Desired(wanted, (*problems, *clashes), frozenset(held | kept), incomplete)

@@ -494,6 +494,17 @@ class Parsed:
 WANTED = {("Service", "v1"), ("EndpointSlice", "discovery.k8s.io/v1"), ("Endpoints", "v1")}
 
 
+def _service_name(kind: str, name: object, meta: dict[str, Any]) -> str:
+    """The Service an endpoint object belongs to, as far as a rejected object still says it."""
+    if kind == "Endpoints":
+        return name if isinstance(name, str) else ""
+    if kind == "EndpointSlice":
+        labels = meta.get("labels")
+        owner = labels.get(parse.SERVICE_NAME_LABEL) if isinstance(labels, dict) else None
+        return owner if isinstance(owner, str) else ""
+    return ""
+
+
 def parse_object(origin: Origin, prefix: str, obj: Any) -> Parsed:
     if isinstance(obj, InputError):  # from objects(): not an object at all
         return Parsed(None, (), (Problem(origin, obj.field, obj.message),), True)
@@ -522,10 +533,10 @@ def parse_object(origin: Origin, prefix: str, obj: Any) -> Parsed:
         else:
             values.extend(replace(es, origin=origin) for es in parse_endpoints(node, endpoint_errors))
     except InputError as err:
-        problems.append(Problem(origin, err.field, err.message))
+        problems.append(Problem(origin, err.field, err.message, holds=_service_name(kind, nm, meta)))
         failed = True
     except RecursionError:
-        problems.append(Problem(origin, prefix, "object nests too deeply"))
+        problems.append(Problem(origin, prefix, "object nests too deeply", holds=_service_name(kind, nm, meta)))
         failed = True
     problems.extend(
         Problem(origin, err.field, f"{err.message} (endpoint ignored)") for err in endpoint_errors[:MAX_OBJECT_PROBLEMS]

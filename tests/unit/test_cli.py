@@ -407,3 +407,56 @@ def test_apply_logs_how_long_each_phase_took(kernel: MemoryKernel) -> None:
     seconds = applied[0]["seconds"]
     assert set(seconds) == {"kernel read", "manifests", "plan", "program"}
     assert all(isinstance(took, float) and took >= 0 for took in seconds.values())
+
+
+def _two_slice_service(tmp_path: Path, second_type: str, other_backend: str) -> Path:
+    files = tmp_path / "m"
+    files.mkdir(exist_ok=True)
+    slice_ = (
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+        "metadata: {{name: {name}, namespace: demo, labels: {{kubernetes.io/service-name: {svc}}}}}\n"
+        "addressType: {type}\nports: [{{name: http, port: 8080, protocol: TCP}}]\n"
+        "endpoints:\n- addresses: [{addr}]\n"
+    )
+    service = (
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: demo}}\n"
+        "spec:\n  clusterIP: {vip}\n  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n"
+    )
+    (files / "web.yaml").write_text(
+        service.format(svc="web", vip="10.96.7.1")
+        + "---\n"
+        + slice_.format(name="web-1", svc="web", type="IPv4", addr="203.0.113.1")
+        + "---\n"
+        + slice_.format(name="web-2", svc="web", type=second_type, addr="203.0.113.2")
+    )
+    (files / "other.yaml").write_text(
+        service.format(svc="other", vip="10.96.7.2")
+        + "---\n"
+        + slice_.format(name="other-1", svc="other", type="IPv4", addr=other_backend)
+    )
+    return files
+
+
+def test_a_rejected_endpoint_slice_keeps_its_service_as_the_kernel_has_it(kernel: MemoryKernel, tmp_path: Path) -> None:
+    """One of a Service's two EndpointSlices turns invalid: apply names the slice and its field,
+    keeps that Service's real servers as they are (rather than drop the rejected slice's), says
+    so, and still applies the other Service's change."""
+    web, other = ServiceKey(Protocol.TCP, ip("10.96.7.1"), 80), ServiceKey(Protocol.TCP, ip("10.96.7.2"), 80)
+
+    def reals(key: ServiceKey) -> set[str]:
+        state = kernel.get(key)
+        assert state is not None
+        return {str(r.server.key.address) for r in state.real_servers}
+
+    files = _two_slice_service(tmp_path, "IPv4", "203.0.113.9")
+    code, _, err = run("apply", "-f", str(files), *NODE)
+    assert code == 0, err
+    assert reals(web) == {"203.0.113.1", "203.0.113.2"}
+    files = _two_slice_service(tmp_path, "IPv5", "203.0.113.8")
+    code, _, err = run("apply", "-f", str(files), *NODE)
+    assert code != 0
+    assert "EndpointSlice demo/web-2: addressType:" in err
+    assert "Service demo/web: kept as it is in the kernel: its EndpointSlice web-2" in err
+    assert "Traceback" not in err
+    assert reals(web) == {"203.0.113.1", "203.0.113.2"}
+    assert reals(other) == {"203.0.113.8"}
