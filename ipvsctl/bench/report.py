@@ -172,8 +172,10 @@ def results_section(results: Results) -> str:
         "",
         "**No-op resync** with the Services in place (median of 3): `ipvsadm -Ln` (a whole process) "
         "against ipvsctl's full kernel dump + diff (in process): the agent's own full resync, as its "
-        "periodic resync runs it (real servers the kernel reports unchanged since its last resync are not "
-        "decoded again), and `observe` + `plan` on a fresh connection, which decodes every destination:",
+        "periodic resync runs it (virtual servers whose `/proc/net/ip_vs` lines have not changed since its "
+        "last resync are not asked for again, but for one in 8 in turn; real servers the kernel reports "
+        "unchanged are not decoded again), and `observe` + `plan` on a fresh connection, which decodes "
+        "every destination:",
         "",
         _per_size(
             results,
