@@ -342,34 +342,46 @@ def test_partial_syncs_append_to_the_journal_and_a_restart_reads_the_same_record
     assert Store(h.store.directory).load() == h.engine.owned == live
 
 
+def _idle(h: Harness, subnet: str, count: int) -> None:
+    """``count`` Services of one endpoint each, programmed, then read back by a second resync
+    (the first resync's cache was advanced, not read, so it keeps no digests or summaries)."""
+    for n in range(count):
+        h.put(service(f"s{n}", f"{subnet}.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
+    h.engine.resync(h.world.take().services, retranslate=True)
+    h.engine.resync()
+
+
+def _record_reads(h: Harness) -> list[tuple[ServiceKey, bool]]:
+    """From now on, every ``real_servers`` call: its virtual server, and whether it decoded nothing."""
+    calls: list[tuple[ServiceKey, bool]] = []
+    original = h.kernel.real_servers
+
+    def recording(server: VirtualServer, known: bytes = b"") -> tuple[bytes, object]:
+        digest, reals = original(server, known)
+        calls.append((server.key, reals is None))
+        return digest, reals
+
+    h.kernel.real_servers = recording  # type: ignore[method-assign]
+    return calls
+
+
 def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs_drift(h: Harness) -> None:
     """A full resync hands the kernel the digest it read each virtual server's real servers
     with last time; unchanged ones are carried over without decoding, and drift in either the
     real servers or the virtual server's own configuration is still seen and repaired. (Here
     the kernel gives no summaries, as one without /proc/net/ip_vs: every resync asks.)"""
     h.kernel.summarize = False
-    for n in range(5):
-        h.put(service(f"s{n}", f"10.0.3.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
-    h.engine.resync(h.world.take().services, retranslate=True)
-    h.engine.resync()  # the first read with digests (the first resync's cache was advanced, not read)
-    carried: list[bool] = []
-    original = h.kernel.real_servers
-
-    def counting(server: VirtualServer, known: bytes = b"") -> tuple[bytes, object]:
-        digest, reals = original(server, known)
-        carried.append(reals is None)
-        return digest, reals
-
-    h.kernel.real_servers = counting  # type: ignore[method-assign]
+    _idle(h, "10.0.3", 5)
+    calls = _record_reads(h)
     assert h.engine.resync().ops == ()
-    assert carried == [True] * 5
-    carried.clear()
+    assert [carried for _, carried in calls] == [True] * 5
+    calls.clear()
     h.kernel.execute(
         [EditReal(tcp("10.0.3.2"), real("203.0.113.1", 7)), EditService(VirtualServer(tcp("10.0.3.3"), "wlc"))]
     )
     report = h.engine.resync()
     assert report.repairs == 2
-    assert sorted(carried) == [False] + [True] * 4, (
+    assert sorted(carried for _, carried in calls) == [False] + [True] * 4, (
         "only the re-weighted one is decoded; the re-scheduled one is carried"
     )
     assert weights(h.kernel, tcp("10.0.3.2")) == {"203.0.113.1": 1}
@@ -378,8 +390,9 @@ def test_a_resync_decodes_only_what_the_kernel_reports_changed_and_still_repairs
     # A partial sync changes the cache as the kernel did: that entry is read afresh next time.
     h.put(endpoints("s1", {"203.0.113.1": True, "203.0.113.2": True}))
     h.sync()
-    carried.clear()
+    calls.clear()
     assert h.engine.resync().ops == ()
+    carried = [c for _, c in calls]
     assert carried.count(False) >= 2 and carried.count(True) <= 3
 
 
@@ -389,23 +402,14 @@ def test_a_resync_asks_only_for_changed_summaries_and_one_in_deep_every_in_turn(
     asked for exactly once. A weight edited by hand changes the summary and is repaired at the
     next resync; a threshold (not in the summary) within DEEP_EVERY resyncs."""
     count = 40
-    for n in range(count):
-        h.put(service(f"s{n}", f"10.0.4.{n}") + "---" + endpoints(f"s{n}", {"203.0.113.1": True}))
-    h.engine.resync(h.world.take().services, retranslate=True)
-    h.engine.resync()  # the first read with summaries (the first resync's cache was advanced, not read)
-    asked: list[ServiceKey] = []
-    original = h.kernel.real_servers
-
-    def counting(server: VirtualServer, known: bytes = b"") -> tuple[bytes, object]:
-        asked.append(server.key)
-        return original(server, known)
-
-    h.kernel.real_servers = counting  # type: ignore[method-assign]
+    _idle(h, "10.0.4", count)
+    calls = _record_reads(h)
     per_resync = []
     for _ in range(DEEP_EVERY):
-        before = len(asked)
+        before = len(calls)
         assert h.engine.resync().ops == ()
-        per_resync.append(len(asked) - before)
+        per_resync.append(len(calls) - before)
+    asked = [key for key, _ in calls]
     assert sorted(asked, key=str) == sorted((tcp(f"10.0.4.{n}") for n in range(count)), key=str), per_resync
     assert max(per_resync) < count
 
