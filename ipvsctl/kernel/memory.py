@@ -145,9 +145,8 @@ class MemoryKernel:
     Test hooks: ``set_conns``/``set_stats`` fake traffic, ``inject`` (a ``Fault``) and
     ``fail_next`` make chosen operations or reads fail with an errno (``fault_hits`` counts
     what each fault refused; ``clear`` lifts faults), ``writes`` counts operations submitted to
-    ``execute`` (so a test can prove a run wrote nothing), ``dest_reads`` the virtual servers
-    ``real_servers`` was asked for, ``summarize`` whether ``summaries`` answers (False: as a
-    kernel without ``/proc/net/ip_vs``), ``executed`` keeps
+    ``execute`` (so a test can prove a run wrote nothing), ``summarize`` whether ``summaries``
+    answers (False: as a kernel without ``/proc/net/ip_vs``), ``executed`` keeps
     every submitted operation in order, ``sysctls`` holds written sysctls, ``flushed`` every
     ``flush_conntrack`` call (``set_conntrack_count`` sets what such a call returns).
     """
@@ -162,7 +161,6 @@ class MemoryKernel:
     ) -> None:
         self.schedulers = set(schedulers)
         self.summarize = summarize
-        self.dest_reads = 0
         self._node_addresses = list(node_addresses)
         self._services: dict[ServiceKey, _Service] = {}
         self._bound: dict[IPAddress, None] = {}
@@ -197,7 +195,6 @@ class MemoryKernel:
     def real_servers(
         self, server: VirtualServer, known: bytes = b""
     ) -> tuple[bytes, tuple[RealServerState, ...] | None]:
-        self.dest_reads += 1
         code = self._read_fault("dump", server.key)
         if code is not None:
             raise KernelUnavailable(_read_failure("IPVS dump failed", code))
