@@ -221,10 +221,11 @@ def _svc_opts_args(server: VirtualServer) -> tuple[int | bytes, ...]:
 
 
 def _dest_key_args(key: RealKey) -> tuple[int | bytes, ...]:
-    family = AF_INET if key.address.version == 4 else AF_INET6
+    address = key.address
+    family = AF_INET if address.version == 4 else AF_INET6
     return (
         _DEST_KEY_LEN, _NEST_DEST,
-        20, IPVS_DEST_ATTR_ADDR, _packed_address(key.address),
+        20, IPVS_DEST_ATTR_ADDR, address.packed,
         6, IPVS_DEST_ATTR_PORT, _htons(key.port),
         6, IPVS_DEST_ATTR_ADDR_FAMILY, family,
     )  # fmt: skip
@@ -320,21 +321,23 @@ def encode_get_service(family: int, seq: int, key: ServiceKey) -> bytes:
     return encode_service_key(family, seq, IPVS_CMD_GET_SERVICE, key, NLM_F_REQUEST)
 
 
-def encode_operation(family: int, seq: int, op: ServiceOperation) -> bytes:
-    """The one request (with NLM_F_ACK) that performs ``op``."""
+def encode_operation(family: int, seq: int, op: ServiceOperation, ack: bool = True) -> bytes:
+    """The one request that performs ``op``; with NLM_F_ACK unless ``ack`` is false (the kernel then
+    answers only if it fails)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK if ack else NLM_F_REQUEST
     match op:
         case AddService(server=s):
-            return encode_service(family, seq, IPVS_CMD_NEW_SERVICE, s)
+            return encode_service(family, seq, IPVS_CMD_NEW_SERVICE, s, flags)
         case EditService(server=s):
-            return encode_service(family, seq, IPVS_CMD_SET_SERVICE, s)
+            return encode_service(family, seq, IPVS_CMD_SET_SERVICE, s, flags)
         case DeleteService(key=k):
-            return encode_service_key(family, seq, IPVS_CMD_DEL_SERVICE, k)
+            return encode_service_key(family, seq, IPVS_CMD_DEL_SERVICE, k, flags)
         case AddReal(service=k, server=r):
-            return encode_dest(family, seq, IPVS_CMD_NEW_DEST, k, r)
+            return encode_dest(family, seq, IPVS_CMD_NEW_DEST, k, r, flags=flags)
         case EditReal(service=k, server=r):
-            return encode_dest(family, seq, IPVS_CMD_SET_DEST, k, r)
+            return encode_dest(family, seq, IPVS_CMD_SET_DEST, k, r, flags=flags)
         case DeleteReal(service=k, key=r):
-            return encode_dest_key(family, seq, IPVS_CMD_DEL_DEST, k, r)
+            return encode_dest_key(family, seq, IPVS_CMD_DEL_DEST, k, r, flags)
     raise TypeError(f"not an IPVS operation: {op!r}")
 
 

@@ -2,14 +2,15 @@
 
 IPVS requests go through one plain ``AF_NETLINK``/``NETLINK_GENERIC`` socket
 with messages built by ``codec``: consecutive IPVS operations are sent about
-256 to a ``sendmsg``, each with NLM_F_ACK and its own sequence number, and the
-acks are matched back by sequence number (the kernel answers every request of
-a batch, failures included, and carries on). Addresses on the dummy interface
+256 to a ``sendmsg``, each with its own sequence number; only the last asks
+for an ack, and the kernel answers the others only when they fail (it runs
+the requests of a datagram in order and carries on after a failure), so the
+answers that come back are matched to requests by sequence number. Addresses on the dummy interface
 (one per virtual address: thousands on a cold start) go the same way over a
 ``NETLINK_ROUTE`` socket with messages built by ``rtnl``, and are listed with one
-rtnetlink dump. Only creating the dummy interface and setting it up go through
-pyroute2's ``IPRoute`` (once), and conntrack entries through pyroute2's
-``NFCTSocket``, deleted after a UDP real server is removed.
+rtnetlink dump; ``rtnl`` also creates the dummy interface and sets it up. Only
+conntrack entries go through pyroute2 (``NFCTSocket``), deleted after a UDP real
+server is removed: pyroute2 is imported then and never otherwise.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ class NetlinkKernel:
         self._view = memoryview(self._buf)
         self._tried_modules: set[str] = set()
         self._route = rtnl.RouteSocket(timeout=timeout)  # addresses and links; opens on first use
-        self._iproute = None  # pyroute2.IPRoute, created only to create the dummy interface
         self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
 
@@ -190,9 +190,6 @@ class NetlinkKernel:
             self._sock.close()
             self._sock = None
         self._route.close()
-        if self._iproute is not None:
-            self._iproute.close()
-            self._iproute = None
         for nfct in self._nfct.values():
             nfct.close()
         self._nfct.clear()
@@ -353,30 +350,36 @@ class NetlinkKernel:
         return results
 
     def _run_batch(self, ops: Sequence[Operation], start: int, stop: int, results: list[KernelError | None]) -> None:
+        """Send ``ops[start:stop]`` in one datagram. Only the last asks for an ack: the kernel answers
+        a request without NLM_F_ACK only when it fails, and it runs and answers the requests of a
+        datagram in order, so once the last one's answer is in, every failure before it is too."""
         self._connect()
         for op in ops[start:stop]:
             if isinstance(op, AddService | EditService):
                 self._load_module(f"ip_vs_{op.server.scheduler}")
-        pending: dict[int, int] = {}
+        seqs: dict[int, int] = {}
         out = bytearray()
+        last = 0
         for index in range(start, stop):
-            seq = self._next_seq()
-            pending[seq] = index
-            out += codec.encode_operation(self._family, seq, ops[index])  # type: ignore[arg-type]
+            last = self._next_seq()
+            seqs[last] = index
+            out += codec.encode_operation(self._family, last, ops[index], ack=index == stop - 1)  # type: ignore[arg-type]
         self._send(out)
         view = self._view
-        while pending:
+        done = False
+        while not done:
             for mtype, _flags, mseq, off, _length in self._receive():
-                if mtype != codec.NLMSG_ERROR or mseq not in pending:
-                    continue
-                index = pending.pop(mseq)
+                index = seqs.get(mseq)
+                if mtype != codec.NLMSG_ERROR or index is None:
+                    continue  # a late answer to an earlier request
                 code = codec.decode_error(view, off)
                 if code == errno.EPERM:
                     raise KernelUnavailable(NO_PERMISSION)
                 if code:
                     results[index] = KernelError(ops[index], code)
+                done = done or mseq == last
 
-    # --- addresses (rtnetlink, our codec; pyroute2 only to create the dummy interface) ---
+    # --- addresses and the dummy interface (rtnetlink, our codec) ---
 
     @contextlib.contextmanager
     def _route_errors(self) -> Iterator[None]:
@@ -398,13 +401,6 @@ class NetlinkKernel:
         with self._route_errors():
             return self._route.addresses(keep)
 
-    def _ipr(self):
-        if self._iproute is None:
-            from pyroute2 import IPRoute
-
-            self._iproute = IPRoute()
-        return self._iproute
-
     def _dummy_index(self, create: bool, links: Sequence[rtnl.Link] | None = None) -> int | None:
         """The dummy interface's index (cached), None when it does not exist and ``create`` is
         false; ``links``: a link dump to look in instead of taking one.
@@ -414,23 +410,18 @@ class NetlinkKernel:
             return self._ifindex
         index = self._find_link(links)
         if index is None and create:
-            from pyroute2 import NetlinkError
-
-            try:
-                self._ipr().link("add", ifname=self.interface, kind="dummy")
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise _LinkFailed(exc.code) from exc
+            with self._route_errors():
+                code = self._route.create_link(self.interface)
+            if code and code != errno.EEXIST:
+                raise _LinkFailed(code)
             index = self._find_link(None)
         if index is None:
             return None
         if create:
-            from pyroute2 import NetlinkError
-
-            try:
-                self._ipr().link("set", index=index, state="up")
-            except NetlinkError as exc:
-                raise _LinkFailed(exc.code) from exc
+            with self._route_errors():
+                code = self._route.set_up(index)
+            if code:
+                raise _LinkFailed(code)
         self._ifindex = index
         return index
 

@@ -1,8 +1,8 @@
 """A small rtnetlink codec and socket: addresses and links, written from include/uapi/linux/
 rtnetlink.h, if_addr.h, if_link.h and if.h.
 
-Only what ipvsctl needs for its dummy interface: add and delete one address (host prefix),
-dump every address, dump every link. Requests are one ``struct.pack`` each; replies are
+Only what ipvsctl needs for its dummy interface: create it and set it up, add and delete one
+address (host prefix), dump every address, dump every link. Requests are one ``struct.pack`` each; replies are
 read in place with ``unpack_from`` over a memoryview, no message objects. The netlink
 framing (message walk, error codes, attribute walk) is shared with ``codec``.
 
@@ -13,6 +13,11 @@ and for a new IPv6 address IFA_FLAGS = IFA_F_NODAD (no duplicate address detecti
 address is usable at once, never "tentative"). A new address also has NLM_F_CREATE |
 NLM_F_EXCL: adding one that exists fails with EEXIST; deleting one that does not exist
 fails with EADDRNOTAVAIL.
+
+Creating the interface is what ``ip link add NAME type dummy`` sends: RTM_NEWLINK with
+NLM_F_CREATE | NLM_F_EXCL (EEXIST when the name is taken), IFLA_IFNAME and a nested
+IFLA_LINKINFO holding IFLA_INFO_KIND "dummy". Setting it up is ``ip link set dev NAME up``:
+RTM_NEWLINK for its index with IFF_UP in both the flags and the change mask.
 
 ``RouteSocket`` sends address requests ``batch`` to a ``sendmsg``, each with NLM_F_ACK
 and its own sequence number, and matches the acks back by sequence number: the kernel
@@ -66,6 +71,9 @@ IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
 
 IFLA_IFNAME = 3
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+NLA_F_NESTED = 1 << 15
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # link dumps without the (large) statistics blocks
 
@@ -94,6 +102,8 @@ _ADDR6 = struct.Struct("=IHHII BBBBI HH16s HH16s")
 _ADDR6_NODAD = struct.Struct("=IHHII BBBBI HH16s HH16s HHI")
 _DUMP_ADDR = struct.Struct("=IHHII BBBBI")
 _DUMP_LINK = struct.Struct("=IHHII BxHiII HHI")  # with IFLA_EXT_MASK
+_SET_LINK = struct.Struct("=IHHII BxHiII")  # nlmsghdr, ifinfomsg
+IFNAMSIZ = 16  # an interface name has at most 15 bytes and its NUL
 
 _NEW_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 _DEL_FLAGS = NLM_F_REQUEST | NLM_F_ACK
@@ -135,6 +145,34 @@ def encode_address(seq: int, change: AddressChange) -> bytes:
     if add:
         return layout.pack(*head, 20, IFA_LOCAL, raw, 20, IFA_ADDRESS, raw, 8, IFA_FLAGS, IFA_F_NODAD)
     return layout.pack(*head, 20, IFA_LOCAL, raw, 20, IFA_ADDRESS, raw)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    size = 4 + len(payload)
+    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
+
+
+def valid_name(name: str) -> bool:
+    """Whether the kernel could take ``name`` as an interface name (1 to 15 bytes, no NUL, '/' or
+    blank, not '.' or '..')."""
+    raw = name.encode(errors="surrogateescape")
+    return 0 < len(raw) < IFNAMSIZ and raw not in (b".", b"..") and not any(c in raw for c in b"\0/: \t\n\v\f\r")
+
+
+def encode_new_link(seq: int, name: str, kind: str = "dummy") -> bytes:
+    """RTM_NEWLINK (NLM_F_CREATE | NLM_F_EXCL, NLM_F_ACK): a new interface ``name`` of ``kind``."""
+    if not valid_name(name):
+        raise ValueError(f"not an interface name: {name!r}")
+    name_attr = _attr(IFLA_IFNAME, name.encode(errors="surrogateescape") + b"\0")
+    attrs = name_attr + _attr(IFLA_LINKINFO | NLA_F_NESTED, _attr(IFLA_INFO_KIND, kind.encode()))
+    size = _SET_LINK.size + len(attrs)
+    return _SET_LINK.pack(size, RTM_NEWLINK, _NEW_FLAGS, seq, 0, AF_UNSPEC, 0, 0, 0, 0) + attrs
+
+
+def encode_set_up(seq: int, index: int) -> bytes:
+    """RTM_NEWLINK (NLM_F_ACK) setting IFF_UP on interface ``index``, nothing else."""
+    return _SET_LINK.pack(_SET_LINK.size, RTM_NEWLINK, _DEL_FLAGS, seq, 0, AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
 
 
 def encode_dump_addresses(seq: int, family: int = AF_UNSPEC) -> bytes:
@@ -339,6 +377,28 @@ class RouteSocket:
             while pending:
                 read_acks(self._view, self._recv(), pending, codes)
         return codes
+
+    def request(self, encode: Callable[[int], bytes]) -> int:
+        """Send one request with NLM_F_ACK (``encode(seq)``); its errno (0 = done)."""
+        sock = self._socket()
+        seq = self._next_seq()
+        sock.send(encode(seq))
+        codes = [0]
+        pending = {seq: 0}
+        while pending:
+            read_acks(self._view, self._recv(), pending, codes)
+        return codes[0]
+
+    def create_link(self, name: str, kind: str = "dummy") -> int:
+        """Create interface ``name`` of ``kind``; errno (0 = created, EEXIST = the name is taken,
+        EINVAL = not a name the kernel could take, EOPNOTSUPP = no such kind in this kernel)."""
+        if not valid_name(name):
+            return errno.EINVAL
+        return self.request(functools.partial(encode_new_link, name=name, kind=kind))
+
+    def set_up(self, index: int) -> int:
+        """Set interface ``index`` up (a no-op when it is up); errno (0 = done)."""
+        return self.request(functools.partial(encode_set_up, index=index))
 
     def _dump(self, encode: Callable[[int], bytes], want: int, decode: Callable[..., T | None]) -> list[T]:
         for _attempt in range(_DUMP_ATTEMPTS):

@@ -320,6 +320,30 @@ def test_batch_failure_in_the_middle(harness: Harness) -> None:
     assert {WEB, other} <= keys and MISSING not in keys
 
 
+def test_failures_at_the_edges_of_batches(harness: Harness) -> None:
+    """Over several netlink datagrams (256 requests each, only the last acked), a failure is reported
+    on exactly its own operation wherever it sits: first, last of a datagram, first of the next,
+    the very last operation; everything else runs."""
+    other = ServiceKey(Protocol.TCP, ip("198.51.100.3"), 80)
+    ops: list = [AddService(VirtualServer(other)), AddService(VirtualServer(WEB))]
+    ops += [AddReal(WEB, real(f"203.0.113.{1 + n % 250}", 8000 + n // 250)) for n in range(600)]
+    absent = real("198.51.100.99")
+    bad = {
+        2: (AddService(VirtualServer(WEB)), errno.EEXIST),
+        255: (AddReal(MISSING, real("203.0.113.1")), errno.ESRCH),
+        256: (EditReal(WEB, absent), errno.ENOENT),
+        511: (DeleteService(MISSING), errno.ESRCH),
+        601: (DeleteReal(WEB, absent.key), errno.ENOENT),
+    }
+    for i, (op, _code) in bad.items():
+        ops[i] = op
+    results = harness.execute(ops)
+    assert {i: r.errno for i, r in enumerate(results) if r is not None} == {i: code for i, (_op, code) in bad.items()}
+    web = harness.kernel.get(WEB)
+    assert web is not None and len(web.real_servers) == 600 - len(bad)
+    assert harness.kernel.get(other) is not None
+
+
 def test_operations_run_in_order(harness: Harness) -> None:
     """Operations apply in the order given: add, edit, delete, re-add within one call ends with the re-added value."""
     final = VirtualServer(WEB, "wrr")

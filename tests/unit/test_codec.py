@@ -235,6 +235,10 @@ def test_operation_maps_to_command(op: object, cmd: int) -> None:
     msg = codec.encode_operation(FAMILY, 5, op)  # type: ignore[arg-type]
     assert msg[16] == cmd
     assert struct.unpack_from("=I", msg)[0] == len(msg)
+    assert struct.unpack_from("=HHI", msg, 4) == (FAMILY, codec.NLM_F_REQUEST | codec.NLM_F_ACK, 5)
+    quiet = codec.encode_operation(FAMILY, 5, op, ack=False)  # type: ignore[arg-type]
+    assert struct.unpack_from("=H", quiet, 6) == (codec.NLM_F_REQUEST,)  # the kernel answers only a failure
+    assert quiet[:6] + quiet[8:] == msg[:6] + msg[8:]  # nothing else differs
 
 
 def test_delete_sends_only_keys() -> None:

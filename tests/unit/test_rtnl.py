@@ -106,6 +106,34 @@ def test_dump_requests() -> None:
     assert attrs(link, 32) == {rtnl.IFLA_EXT_MASK: struct.pack("=I", rtnl.RTEXT_FILTER_SKIP_STATS)}
 
 
+def test_link_requests_layout() -> None:
+    """`ip link add NAME type KIND` and `ip link set dev NAME up` as iproute2 sends them."""
+    new = rtnl.encode_new_link(8, "ipvsctl0")
+    assert NLMSG.unpack_from(new, 0) == (len(new), rtnl.RTM_NEWLINK, 0x605, 8, 0)  # REQUEST|ACK|EXCL|CREATE
+    assert new[16:32] == bytes(16)  # AF_UNSPEC, no index, no flags, no change
+    found = attrs(new, 32)
+    assert set(found) == {rtnl.IFLA_IFNAME, rtnl.IFLA_LINKINFO}
+    assert found[rtnl.IFLA_IFNAME] == b"ipvsctl0\0"
+    assert struct.unpack_from("=HH", new, 48) == (16, rtnl.IFLA_LINKINFO | rtnl.NLA_F_NESTED)  # after the name's 16
+    assert attrs(found[rtnl.IFLA_LINKINFO], 0) == {rtnl.IFLA_INFO_KIND: b"dummy"}
+    up = rtnl.encode_set_up(9, 42)
+    assert NLMSG.unpack_from(up, 0) == (32, rtnl.RTM_NEWLINK, 0x005, 9, 0)
+    assert struct.unpack_from("=BxHiII", up, 16) == (0, 0, 42, rtnl.IFF_UP, rtnl.IFF_UP)  # only IFF_UP changes
+
+
+@pytest.mark.parametrize("name", ["", "a" * 16, ".", "..", "a/b", "a b", "a:1", "a\0b", "a\tb"])
+def test_names_the_kernel_refuses_are_refused_before_sending(name: str) -> None:
+    assert not rtnl.valid_name(name)
+    with pytest.raises(ValueError, match="not an interface name"):
+        rtnl.encode_new_link(1, name)
+    assert rtnl.RouteSocket().create_link(name) == errno.EINVAL  # never opens a socket
+
+
+@pytest.mark.parametrize("name", ["ipvsctl0", "kube-ipvs0", "a" * 15, "vip_0.1"])
+def test_names_the_kernel_takes(name: str) -> None:
+    assert rtnl.valid_name(name)
+
+
 # --- decoding ---
 
 
@@ -357,6 +385,29 @@ def test_route_socket_on_lo() -> None:
         route.change_addresses([rtnl.AddressChange(False, lo.index, a) for a in many])
         assert ip_addresses("lo") == {"127.0.0.1/8", "::1/128"}
         assert set(route.addresses()) == {(lo.index, ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")}
+        route.close()
+
+    in_new_netns(body)
+
+
+def test_create_link_and_set_up() -> None:
+    """A link made by create_link is there and down; EEXIST the second time; set_up raises IFF_UP only.
+    (The host kernel may lack the dummy module: a bridge shows the request works; the VM's kernel
+    suite makes dummies.)"""
+
+    def body() -> None:
+        route = rtnl.RouteSocket(timeout=10)
+        assert route.create_link("vip0", kind="bridge") == 0
+        assert route.create_link("vip0", kind="bridge") == errno.EEXIST
+        assert route.create_link("vip1", kind="no-such-kind") == errno.EOPNOTSUPP
+        (vip0,) = [link for link in route.links() if link.name == "vip0"]
+        assert "bridge" in ip("-d", "-o", "link", "show", "vip0")
+        assert not vip0.flags & rtnl.IFF_UP
+        assert route.set_up(vip0.index) == 0
+        assert route.set_up(vip0.index) == 0  # already up: nothing to do
+        (vip0,) = [link for link in route.links() if link.name == "vip0"]
+        assert vip0.flags & rtnl.IFF_UP
+        assert route.set_up(999_999) == errno.ENODEV
         route.close()
 
     in_new_netns(body)
