@@ -188,6 +188,7 @@ class _Collection:
 
 
 _NO_KEY = object()
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def _short(value: object, limit: int = 40) -> str:
@@ -211,19 +212,38 @@ class _Loader(yaml.CSafeLoader):
             raise LimitExceeded(None, None, f"an integer of {len(node.value)} characters is too large", node.start_mark)
         return self.construct_yaml_int(node)
 
+    # Plain (untagged, unquoted) scalars already read, by text: keys and small values repeat
+    # thousands of times across a directory of manifests, and a plain scalar's value follows from
+    # its text alone. Only immutable values are kept (str, int, float, bool, None); emptied when full.
+    _plain: ClassVar[dict[str, tuple[Any, str]]] = {}
+    _PLAIN_MAX: ClassVar[int] = 4096
+
     def _scalar(self, event: ScalarEvent) -> tuple[Any, str]:
         tag = event.tag
+        if tag is None and event.implicit[0]:
+            found = self._plain.get(event.value)
+            if found is None:
+                tag = self.resolve(ScalarNode, event.value, event.implicit)
+                found = self._construct(event, tag), tag
+                if type(found[0]) in _IMMUTABLE:
+                    if len(self._plain) >= self._PLAIN_MAX:
+                        self._plain.clear()
+                    self._plain[event.value] = found
+            return found
         if tag is None or tag == "!":
             tag = self.resolve(ScalarNode, event.value, event.implicit)
+        return self._construct(event, tag), tag
+
+    def _construct(self, event: ScalarEvent, tag: str) -> Any:
         if tag in (_STR_TAG, _VALUE_TAG, _MERGE_TAG):  # '<<' and '=' are strings unless they are keys
-            return event.value, tag
+            return event.value
         if tag not in _SCALAR_TAGS:  # python/*, custom !tags, collection tags on a scalar
             raise yaml.constructor.ConstructorError(
                 None, None, f"could not determine a constructor for the tag {_short(tag, 80)}", event.start_mark
             )
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
         try:
-            return self.yaml_constructors[tag](self, node), tag
+            return self.yaml_constructors[tag](self, node)
         except yaml.YAMLError:
             raise
         except Exception as err:  # !!timestamp 2001-13-45, !!float x, !!bool maybe, ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -35,19 +36,33 @@ _IPV4_LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 class Node:
-    """A value inside a raw object together with its field path, for error messages."""
+    """A value inside a raw object together with its field path, for error messages.
 
-    __slots__ = ("path", "value")
+    A child keeps its parent and key and spells its path only when asked (an error message):
+    a manifest's fields are read by the hundred thousand and almost never fail."""
 
-    def __init__(self, value: Any, path: str = "") -> None:
+    __slots__ = ("_key", "_parent", "_path", "value")
+
+    def __init__(self, value: Any, path: str = "", parent: Node | None = None, key: str | int = "") -> None:
         self.value = value
-        self.path = path
+        self._path: str | None = path if parent is None else None
+        self._parent = parent
+        self._key = key
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            parent, key = self._parent, self._key
+            assert parent is not None
+            above = parent.path
+            self._path = f"{above}[{key}]" if isinstance(key, int) else f"{above}.{key}" if above else key
+        return self._path
 
     def child(self, key: str | int) -> Node:
         if isinstance(key, int):
-            return Node(self.value[key], f"{self.path}[{key}]")
+            return Node(self.value[key], parent=self, key=key)
         value = self.value.get(key) if isinstance(self.value, dict) else None
-        return Node(value, f"{self.path}.{key}" if self.path else key)
+        return Node(value, parent=self, key=key)
 
     def at(self, dotted: str) -> Node:
         node = self
@@ -117,6 +132,15 @@ class Node:
     def address(self, purpose: str = "service") -> IPAddress:
         text = self.string()
         try:
+            addr = _ipv4(text)
+        except (OSError, ValueError, UnicodeError):  # not a dotted quad: IPv6, or not an address
+            pass
+        else:
+            problem = _unusable_ipv4(int(addr), purpose)
+            if problem:
+                raise self.fail(f"{text} is {problem}")
+            return addr
+        try:
             addr = ipaddress.ip_address(text)
         except ValueError:
             raise self.fail(f"{show(text)} is not an IPv4 or IPv6 address") from None
@@ -126,6 +150,28 @@ class Node:
         if problem:
             raise self.fail(f"{text} is {problem}")
         return addr
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Address:
+    """A dotted-quad IPv4 address, through inet_pton: it takes exactly what ``ipaddress`` takes
+    as IPv4 (four decimal numbers up to 255, no leading zeros, nothing around them) at a fifth of
+    the cost. Raises OSError (or ValueError, UnicodeError) for anything else."""
+    return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+
+
+def _unusable_ipv4(value: int, purpose: str) -> str | None:
+    """``unusable_address`` for an IPv4 address given as its integer."""
+    if value == 0:
+        return "the unspecified address"
+    if value >> 28 == 0xE:
+        return "a multicast address"
+    if value >> 24 == 127:
+        return "a loopback address"
+    if value == 0xFFFFFFFF:
+        return "the broadcast address"
+    if purpose == "service" and value >> 16 == 0xA9FE:
+        return "an IPv4 link-local address"
+    return None
 
 
 def intern(text: str) -> str:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from ipvsctl.errors import InputError
+from ipvsctl.sources import parse
 from ipvsctl.sources.files import load
 
 GOOD = """apiVersion: v1
@@ -153,3 +158,54 @@ def test_billion_laughs_is_bounded(tmp_path: Path) -> None:
     snap = load([str(path)])
     assert len(snap.problems) == 1
     assert "aliases stand for more than 100000 nodes" in str(snap.problems[0])
+
+
+# --- the fast paths of field reading: the same answers as the plain ones ---
+
+_DOTTED = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.text(alphabet="0123456789.", max_size=17),
+    st.text(alphabet="0123456789.: x\t\0٣", max_size=20),
+    st.lists(st.integers(0, 999).map(str), min_size=3, max_size=5).map(".".join),
+    st.lists(st.sampled_from(["0", "00", "01", "1", "255", "256", "010"]), min_size=4, max_size=4).map(".".join),
+)
+
+
+@given(_DOTTED)
+def test_fast_ipv4_takes_exactly_what_ipaddress_takes(text: str) -> None:
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    try:
+        fast = parse._ipv4(text)
+    except (OSError, ValueError, UnicodeError):
+        fast = None
+    if expected is not None and expected.version == 6:
+        assert fast is None
+    else:
+        assert fast == expected
+
+
+@given(st.ip_addresses(v=4), st.sampled_from(["service", "backend"]))
+def test_fast_ipv4_checks_agree_with_unusable_address(addr: ipaddress.IPv4Address, purpose: str) -> None:
+    assert parse._unusable_ipv4(int(addr), purpose) == parse.unusable_address(addr, purpose)
+
+
+@pytest.mark.parametrize(
+    "text", ["0.0.0.0", "224.0.0.1", "239.255.255.255", "127.0.0.2", "255.255.255.255", "169.254.1.1", "10.0.0.1"]
+)
+@pytest.mark.parametrize("purpose", ["service", "backend"])
+def test_fast_ipv4_checks_at_the_edges(text: str, purpose: str) -> None:
+    addr = ipaddress.IPv4Address(text)
+    assert parse._unusable_ipv4(int(addr), purpose) == parse.unusable_address(addr, purpose)
+
+
+def test_a_node_spells_its_path_only_when_asked() -> None:
+    root = parse.Node({"spec": {"ports": [{"port": "x"}]}}, "Service/a")
+    leaf = root.child("spec").child("ports").child(0).child("port")
+    assert leaf._path is None
+    assert leaf.path == "Service/a.spec.ports[0].port"
+    assert parse.Node({"a": 1}).child("a").path == "a"
+    with pytest.raises(InputError, match=r"^spec\.ports\[0\]\.port"):
+        parse.Node({"spec": {"ports": [{"port": "x"}]}}).at("spec.ports").child(0).child("port").integer(1, 2)
