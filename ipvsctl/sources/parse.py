@@ -386,6 +386,10 @@ def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice
     ports = each(doc.child("ports").items(), _endpoint_port)
     endpoints: list[Endpoint] = []
     for enode in doc.child("endpoints").items():
+        found = _plain_ipv4_endpoint(enode.value) if version == 4 else None
+        if found is not None:
+            endpoints.append(found)
+            continue
         try:
             enode.mapping()
             addrs = each(enode.child("addresses").items(), lambda n: n.address("endpoint"))
@@ -405,6 +409,46 @@ def parse_endpoint_slice(doc: Node, problems: list[InputError]) -> EndpointSlice
             continue
         endpoints.append(Endpoint(addrs, ready, serving, terminating, node_name))
     return EndpointSlice(namespace, name, service, ports, tuple(endpoints))
+
+
+def _plain_ipv4_endpoint(raw: Any) -> Endpoint | None:
+    """What the general reading below makes of an IPv4 endpoint with nothing wrong in it, read
+    straight from the mapping (most of a large manifest is endpoints); None for anything else:
+    a wrong type, an address that is not a usable dotted quad, ... which the general reading
+    then handles, error messages and all."""
+    if type(raw) is not dict:
+        return None
+    texts = raw.get("addresses")
+    if type(texts) is not list or not texts:
+        return None
+    addresses: list[IPAddress] = []
+    for text in texts:
+        if type(text) is not str:
+            return None
+        try:
+            addr = _ipv4(text)
+        except (OSError, ValueError, UnicodeError):
+            return None
+        if _unusable_ipv4(int(addr), "endpoint"):
+            return None
+        addresses.append(addr)
+    cond = raw.get("conditions")
+    if cond is None:
+        cond = {}
+    elif type(cond) is not dict:
+        return None
+    ready = cond.get("ready")
+    ready = True if ready is None else ready
+    serving = cond.get("serving")
+    serving = ready if serving is None else serving
+    terminating = cond.get("terminating")
+    terminating = False if terminating is None else terminating
+    node_name = raw.get("nodeName")
+    if type(ready) is not bool or type(serving) is not bool or type(terminating) is not bool:
+        return None
+    if node_name is not None and type(node_name) is not str:
+        return None
+    return Endpoint(tuple(addresses), ready, serving, terminating, intern(node_name) if node_name else None)
 
 
 def parse_endpoints(doc: Node, problems: list[InputError]) -> list[EndpointSlice]:

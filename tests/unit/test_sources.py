@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipvsctl.errors import InputError
@@ -209,3 +209,77 @@ def test_a_node_spells_its_path_only_when_asked() -> None:
     assert parse.Node({"a": 1}).child("a").path == "a"
     with pytest.raises(InputError, match=r"^spec\.ports\[0\]\.port"):
         parse.Node({"spec": {"ports": [{"port": "x"}]}}).at("spec.ports").child(0).child("port").integer(1, 2)
+
+
+_ODD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-1, 1), st.text(max_size=3), st.sampled_from(["node-1", "", "true"])
+)
+_ADDRESS_TEXT = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.sampled_from(["10.0.0.1", "127.0.0.1", "0.0.0.0", "224.0.0.1", "169.254.0.1", "010.0.0.1", "::1", "x"]),
+    st.integers(),
+)
+_CONDITION = st.one_of(st.none(), st.booleans())
+_SOUND_ENDPOINT = st.fixed_dictionaries(
+    {"addresses": st.lists(st.ip_addresses(v=4, network="10.0.0.0/8").map(str), min_size=1, max_size=2)},
+    optional={
+        "conditions": st.one_of(
+            st.none(),
+            st.fixed_dictionaries({}, optional={"ready": _CONDITION, "serving": _CONDITION, "terminating": _CONDITION}),
+        ),
+        "nodeName": st.one_of(st.none(), st.sampled_from(["node-1", "node-2", ""])),
+    },
+)
+_CONDITIONS = st.one_of(
+    st.fixed_dictionaries({}, optional={"ready": _ODD_VALUES, "serving": _ODD_VALUES, "terminating": _ODD_VALUES}),
+    _ODD_VALUES,
+)
+
+
+@st.composite
+def _endpoint(draw: st.DrawFn) -> object:
+    """Mostly sound endpoints (what the fast path answers for), some with one field spoilt, some junk."""
+    kind = draw(st.sampled_from(["sound", "sound", "spoilt", "junk"]))
+    if kind == "junk":
+        return draw(_ODD_VALUES)
+    endpoint = draw(_SOUND_ENDPOINT)
+    if kind == "spoilt":
+        field = draw(st.sampled_from(["addresses", "conditions", "nodeName"]))
+        endpoint[field] = draw(
+            {"addresses": st.lists(_ADDRESS_TEXT, max_size=3), "conditions": _CONDITIONS, "nodeName": _ODD_VALUES}[
+                field
+            ]
+        )
+    return endpoint
+
+
+def _slice_doc(endpoints: list[object]) -> parse.Node:
+    return parse.Node(
+        {
+            "metadata": {"name": "s", "namespace": "n", "labels": {parse.SERVICE_NAME_LABEL: "svc"}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+        }
+    )
+
+
+@settings(max_examples=300)
+@given(st.lists(_endpoint(), max_size=4))
+def test_the_plain_endpoint_fast_path_reads_what_the_general_reading_reads(endpoints: list[object]) -> None:
+    """Same slice, same problems (the fast path only ever answers for endpoints with nothing wrong)."""
+    fast_problems: list[InputError] = []
+    fast = parse.parse_endpoint_slice(_slice_doc(endpoints), fast_problems)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(parse, "_plain_ipv4_endpoint", lambda raw: None)
+        slow_problems: list[InputError] = []
+        slow = parse.parse_endpoint_slice(_slice_doc(endpoints), slow_problems)
+    assert fast == slow
+    assert [str(p) for p in fast_problems] == [str(p) for p in slow_problems]
+
+
+def test_the_fast_path_answers_for_plain_endpoints() -> None:
+    raw = {"addresses": ["10.1.2.3"], "conditions": {"ready": False}, "nodeName": "n1"}
+    assert parse._plain_ipv4_endpoint(raw) == parse.Endpoint(
+        (ipaddress.IPv4Address("10.1.2.3"),), ready=False, serving=False, terminating=False, node_name="n1"
+    )
+    assert parse._plain_ipv4_endpoint({"addresses": ["127.0.0.1"]}) is None  # the general reading explains
