@@ -22,9 +22,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ipvsctl.model.ipvs import SCHEDULERS, IPAddress
+from ipvsctl.sources import files
 
 from .http import parse_address
 
@@ -112,11 +111,13 @@ def convert(name: str, value: Any) -> Any:
 def read_file(path: Path) -> dict[str, Any]:
     """The config file as field name → converted value."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = files.read_file(str(path))
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        raw = files.single_document(str(path), data)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

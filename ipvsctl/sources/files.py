@@ -439,6 +439,20 @@ def _documents_apart(name: str, raw: bytes) -> Iterator[tuple[int, Any] | Proble
             errors += 1
 
 
+def single_document(name: str, data: bytes) -> Any:
+    """The value of a file meant to hold one YAML document (a configuration file), read within
+    the limits manifests are read with; None for an empty file. Raises ValueError saying what is
+    wrong (not UTF-8, invalid YAML with its line, too deep, more than one document)."""
+    values: list[Any] = []
+    for item in documents(name, data):
+        if isinstance(item, Problem):
+            raise ValueError(item.message)
+        values.append(item[1])
+    if len(values) > 1:
+        raise ValueError(f"holds {len(values)} YAML documents, not one")
+    return values[0] if values else None
+
+
 def objects(doc: Any) -> Iterator[tuple[str, Any]]:
     """Flatten `kind: List` (what `kubectl get -o yaml` prints); yield (field prefix, object).
 

@@ -46,6 +46,13 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
     )
 
 
+def test_a_config_file_that_is_not_utf_8_is_a_config_error(tmp_path: Path) -> None:
+    conf = tmp_path / "agent.yaml"
+    conf.write_bytes(b"manifests: [/m]\nscheduler: \xe9\n")
+    with pytest.raises(ConfigError, match=r"agent\.yaml: not UTF-8 \(line 2, column 12\): byte 0xe9"):
+        build(conf, {})
+
+
 @pytest.mark.parametrize(
     ("text", "flags", "message"),
     [
@@ -53,6 +60,9 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
         ("manifests: [/m]\nsync-period: soon\n", {}, "sync-period: 'soon' is not a duration"),
         ("manifests: [/m]\nkubernetes: yes please\n", {}, "kubernetes: must be true or false"),
         ("- a\n", {}, "must be a mapping"),
+        ("manifests: [/m\n", {}, r"invalid YAML \(line 2, column 1\)"),
+        ("manifests: " + "[" * 100_000, {}, "nests deeper than 256 levels"),
+        ("manifests: [/m]\n---\nmanifests: [/n]\n", {}, "holds 2 YAML documents, not one"),
         ("manifests: [/m]\n", {"kubernetes": True}, "exactly one source"),
         ("manifests: [/m]\nscheduler: fastest\n", {}, "unknown 'fastest'"),
         ("manifests: [/m]\nmetrics-address: nowhere\n", {}, "metrics-address"),

@@ -158,7 +158,10 @@ def test_no_configuration_at_all(tmp_path: Path) -> None:
 
 
 BAD_CONFIGS = [
-    ("not-yaml", lambda p: p.write_text("clusters: [\n"), "not valid YAML (line"),
+    ("not-yaml", lambda p: p.write_text("clusters: [\n"), "invalid YAML (line 2, column 1)"),
+    ("not-utf-8", lambda p: p.write_bytes(b"current-context: \xff\n"), "not UTF-8 (line 1, column 18): byte 0xff"),
+    ("too-deep", lambda p: p.write_text("a: " + "[" * 100_000), "nests deeper than 256 levels"),
+    ("two-documents", lambda p: p.write_text("a: 1\n---\nb: 2\n"), "holds 2 YAML documents, not one"),
     ("not-a-mapping", lambda p: p.write_text("- a\n"), "a kubeconfig must be a mapping"),
     ("no-current-context", lambda p: kubeconfig(p, current=None), "current-context: is not set"),
     ("unknown-context", lambda p: kubeconfig(p, current="prod"), "current-context: no context named 'prod'"),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from ipvsctl.sources import files
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 EXEC_TIMEOUT = 60.0
@@ -211,14 +211,13 @@ class _Entry:
 
 def _read_kubeconfig(name: str) -> dict[str, Any]:
     try:
-        with open(name, encoding="utf-8") as handle:
-            doc = yaml.safe_load(handle)
+        data = files.read_file(name)
     except OSError as err:
         raise KubeConfigError(f"{name}: cannot read: {err.strerror or err}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise KubeConfigError(f"{name}: not valid YAML{where}") from None
+    try:
+        doc = files.single_document(name, data)
+    except ValueError as err:
+        raise KubeConfigError(f"{name}: {err}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
