@@ -49,7 +49,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from ipvsctl.errors import InputError, Origin, Problem
 from ipvsctl.model.k8s import EndpointSlice, Service, Snapshot
-from ipvsctl.sources import parse
+from ipvsctl.sources import fork, parse
 from ipvsctl.sources.parse import Node, display, parse_endpoint_slice, parse_endpoints, parse_service
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # 16 MiB: >10,000 Services with their endpoints in one file
@@ -469,36 +469,46 @@ def objects(doc: Any) -> Iterator[tuple[str, Any]]:
 
 
 def load(paths: Iterable[str]) -> Snapshot:
-    """Read every object from the given paths into one Snapshot. Never raises for what the files hold."""
+    """Read every object from the given paths into one Snapshot. Never raises for what the files hold.
+
+    Many files are read on two CPUs (``sources/fork.py``); the result is the same either way."""
     files, problems = expand_paths(paths)
     services: dict[tuple[str, str], Service] = {}
     slices: list[EndpointSlice] = []
-    for name in files:
-        try:
-            data = read_file(name)
-        except OSError as err:
-            problems.append(Problem(Origin(name), "", f"cannot read: {err.strerror or err}"))
-            continue
-        for item in documents(name, data):
+    for results in fork.each(files, read_objects):
+        for item in results:
             if isinstance(item, Problem):
                 problems.append(item)
-                continue
-            index, doc = item
-            for prefix, obj in objects(doc):
-                add_object(Origin(name, index), prefix, obj, services, slices, problems)
+            else:
+                merge(item, services, slices, problems)
     return Snapshot(tuple(services.values()), tuple(slices), tuple(problems))
 
 
-def add_object(
-    origin: Origin,
-    prefix: str,
-    obj: Any,
+def read_objects(name: str) -> list[Problem | Parsed]:
+    """What one file gives, in order: each object parsed, and each problem YAML itself found."""
+    try:
+        data = read_file(name)
+    except OSError as err:
+        return [Problem(Origin(name), "", f"cannot read: {err.strerror or err}")]
+    out: list[Problem | Parsed] = []
+    for item in documents(name, data):
+        if isinstance(item, Problem):
+            out.append(item)
+            continue
+        index, doc = item
+        for prefix, obj in objects(doc):
+            out.append(parse_object(Origin(name, index), prefix, obj))
+    return out
+
+
+def merge(
+    parsed: Parsed,
     services: dict[tuple[str, str], Service],
     slices: list[EndpointSlice],
     problems: list[Problem],
 ) -> None:
-    """Parse one object into ``services``/``slices``; record what is wrong in ``problems``."""
-    parsed = parse_object(origin, prefix, obj)
+    """Add one object's values to ``services``/``slices`` (the first of two equal Services wins)
+    and its problems to ``problems``."""
     problems.extend(parsed.problems)
     for value in parsed.values:
         if isinstance(value, Service):

@@ -1,0 +1,111 @@
+"""Read many manifest files on two CPUs: a forked child reads the second half while we read the first.
+
+Reading YAML into Python objects is most of a cold ``ipvsctl apply`` at 10,000 Services, and it
+is per-file work with no shared state, so it splits cleanly. The child starts as a copy of this
+process (``fork``: nothing is imported again), reads its files with the very function the parent
+uses, and sends back what each gave, pickled through a pipe; the parent merges every file's
+results in file order, so the outcome is exactly that of reading them one after the other.
+
+Used only where it is safe and worth it: at least ``MIN_FILES`` files, more than one CPU, a
+platform with ``fork``, and a process with no other thread (a forked child gets only the
+forking thread; the agent, with its threads, reads one by one). If the child fails in any way
+(exits non-zero, is killed, sends something unreadable), the parent reads the second half
+itself: the child can cost time, never a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+MIN_FILES = 256  # below this, forking costs more than it saves
+
+T = TypeVar("T")
+
+
+def usable(count: int) -> bool:
+    """Whether reading ``count`` files would be split over a child process."""
+    return count >= MIN_FILES and (os.cpu_count() or 1) > 1 and hasattr(os, "fork") and threading.active_count() == 1
+
+
+def each(names: Sequence[str], read: Callable[[str], T]) -> Iterator[T]:
+    """``read(name)`` for every name, in order; the second half read by a forked child when ``usable``."""
+    if not usable(len(names)):
+        yield from map(read, names)
+        return
+    half = len(names) // 2
+    mine, theirs = names[:half], names[half:]
+    child = _start(theirs, read)
+    try:
+        yield from map(read, mine)
+        results = _collect(child, len(theirs))
+    finally:
+        _end(child)
+    yield from results if results is not None else map(read, theirs)
+
+
+class _Child:
+    __slots__ = ("pid", "reader")
+
+    def __init__(self, pid: int, reader: int) -> None:
+        self.pid = pid
+        self.reader = reader
+
+
+def _start(names: Sequence[str], read: Callable[[str], T]) -> _Child | None:
+    """Fork a child that reads ``names`` and writes the pickled list of results to a pipe."""
+    try:
+        reader, writer = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(reader)
+        os.close(writer)
+        return None
+    if pid == 0:  # the child: never returns
+        status = 1
+        try:
+            os.close(reader)
+            with os.fdopen(writer, "wb") as out:
+                pickle.dump([read(name) for name in names], out, protocol=pickle.HIGHEST_PROTOCOL)
+            status = 0
+        except BaseException:  # any failure: the parent reads these files itself
+            pass
+        finally:
+            os._exit(status)
+    os.close(writer)
+    return _Child(pid, reader)
+
+
+def _collect(child: _Child | None, count: int) -> list[T] | None:
+    """The child's results, or None when it failed (the caller then reads its files)."""
+    if child is None:
+        return None
+    try:
+        with os.fdopen(os.dup(child.reader), "rb") as data:
+            results = pickle.load(data)
+    except Exception:  # a child that died mid-write, or sent garbage
+        return None
+    _, status = os.waitpid(child.pid, 0)
+    child.pid = 0
+    if status != 0 or not isinstance(results, list) or len(results) != count:
+        return None
+    return results
+
+
+def _end(child: _Child | None) -> None:
+    """Close the pipe and reap the child (killing it first when we stop before it is done)."""
+    if child is None:
+        return
+    os.close(child.reader)
+    if child.pid:
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, 9)
+        with contextlib.suppress(OSError):
+            os.waitpid(child.pid, 0)
