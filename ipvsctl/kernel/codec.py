@@ -144,6 +144,14 @@ _htons = socket.htons
 _htonl = socket.htonl
 _ntohs = socket.ntohs
 
+
+def encode_attr(atype: int, value: bytes) -> bytes:
+    """One netlink attribute (header and value), padded to 4 bytes. For requests built rarely
+    (rtnl's link creation) and replies built by tests; the hot requests use struct layouts."""
+    alen = 4 + len(value)
+    return _NLA.pack(alen, atype) + value + b"\0" * (((alen + 3) & ~3) - alen)
+
+
 # ---------------------------------------------------------------------------
 # Encoding: one precomputed layout per request shape.
 #
@@ -768,11 +776,6 @@ def service_family(server: VirtualServer) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _attr(atype: int, value: bytes) -> bytes:
-    alen = 4 + len(value)
-    return _NLA.pack(alen, atype) + value + b"\0" * (((alen + 3) & ~3) - alen)
-
-
 def _stats_attrs(atype: int, stats: Stats, wide: bool) -> bytes:
     body = b""
     for i, val in enumerate(
@@ -781,8 +784,8 @@ def _stats_attrs(atype: int, stats: Stats, wide: bool) -> bytes:
     ):  # fmt: skip
         code = "=Q" if wide or i in (3, 4) else "=I"
         masked = val if code == "=Q" else val & 0xFFFFFFFF
-        body += _attr(i + 1, struct.pack(code, masked))
-    return _attr(atype, body)
+        body += encode_attr(i + 1, struct.pack(code, masked))
+    return encode_attr(atype, body)
 
 
 def _genl_message(family: int, cmd: int, seq: int, attrs: bytes, flags: int = NLM_F_MULTI) -> bytes:
@@ -795,42 +798,42 @@ def kernel_service_reply(
     """The NEW_SERVICE message the kernel sends for ``server`` in a dump (ip_vs_genl_fill_service's order)."""
     key = server.key
     af = service_family(server)
-    body = _attr(IPVS_SVC_ATTR_AF, struct.pack("=H", af))
+    body = encode_attr(IPVS_SVC_ATTR_AF, struct.pack("=H", af))
     if key.fwmark:
-        body += _attr(IPVS_SVC_ATTR_FWMARK, struct.pack("=I", key.fwmark))
+        body += encode_attr(IPVS_SVC_ATTR_FWMARK, struct.pack("=I", key.fwmark))
     else:
-        body += _attr(IPVS_SVC_ATTR_PROTOCOL, struct.pack("=H", int(key.protocol or 0)))
-        body += _attr(IPVS_SVC_ATTR_ADDR, key.address.packed.ljust(16, b"\0"))
-        body += _attr(IPVS_SVC_ATTR_PORT, struct.pack("!H", key.port))
-    body += _attr(IPVS_SVC_ATTR_SCHED_NAME, server.scheduler.encode() + b"\0")
-    body += _attr(IPVS_SVC_ATTR_FLAGS, struct.pack("=II", server.flags | flags_extra, _ALL_FLAGS))
-    body += _attr(IPVS_SVC_ATTR_TIMEOUT, struct.pack("=I", server.timeout))
-    body += _attr(IPVS_SVC_ATTR_NETMASK, struct.pack("=I", _netmask_u32(server)))
+        body += encode_attr(IPVS_SVC_ATTR_PROTOCOL, struct.pack("=H", int(key.protocol or 0)))
+        body += encode_attr(IPVS_SVC_ATTR_ADDR, key.address.packed.ljust(16, b"\0"))
+        body += encode_attr(IPVS_SVC_ATTR_PORT, struct.pack("!H", key.port))
+    body += encode_attr(IPVS_SVC_ATTR_SCHED_NAME, server.scheduler.encode() + b"\0")
+    body += encode_attr(IPVS_SVC_ATTR_FLAGS, struct.pack("=II", server.flags | flags_extra, _ALL_FLAGS))
+    body += encode_attr(IPVS_SVC_ATTR_TIMEOUT, struct.pack("=I", server.timeout))
+    body += encode_attr(IPVS_SVC_ATTR_NETMASK, struct.pack("=I", _netmask_u32(server)))
     body += _stats_attrs(IPVS_SVC_ATTR_STATS, stats, False)
     body += _stats_attrs(IPVS_SVC_ATTR_STATS64, stats, True)
-    return _genl_message(family, IPVS_CMD_NEW_SERVICE, seq, _attr(IPVS_CMD_ATTR_SERVICE, body))
+    return _genl_message(family, IPVS_CMD_NEW_SERVICE, seq, encode_attr(IPVS_CMD_ATTR_SERVICE, body))
 
 
 def kernel_dest_reply(family: int, seq: int, state: RealServerState, tun_port: int = 0) -> bytes:
     """The NEW_DEST message the kernel sends for a destination in a dump (ip_vs_genl_fill_dest's order)."""
     r = state.server
     af = AF_INET if r.key.address.version == 4 else AF_INET6
-    body = _attr(IPVS_DEST_ATTR_ADDR, r.key.address.packed.ljust(16, b"\0"))
-    body += _attr(IPVS_DEST_ATTR_PORT, struct.pack("!H", r.key.port))
-    body += _attr(IPVS_DEST_ATTR_FWD_METHOD, struct.pack("=I", int(r.forward)))
-    body += _attr(IPVS_DEST_ATTR_WEIGHT, struct.pack("=I", r.weight))
-    body += _attr(IPVS_DEST_ATTR_TUN_TYPE, struct.pack("=B", 0))
-    body += _attr(IPVS_DEST_ATTR_TUN_PORT, struct.pack("!H", tun_port))
-    body += _attr(IPVS_DEST_ATTR_TUN_FLAGS, struct.pack("=H", 0))
-    body += _attr(IPVS_DEST_ATTR_U_THRESH, struct.pack("=I", r.upper_threshold))
-    body += _attr(IPVS_DEST_ATTR_L_THRESH, struct.pack("=I", r.lower_threshold))
-    body += _attr(IPVS_DEST_ATTR_ACTIVE_CONNS, struct.pack("=I", state.active_conns))
-    body += _attr(IPVS_DEST_ATTR_INACT_CONNS, struct.pack("=I", state.inactive_conns))
-    body += _attr(IPVS_DEST_ATTR_PERSIST_CONNS, struct.pack("=I", state.persistent_conns))
-    body += _attr(IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", af))
+    body = encode_attr(IPVS_DEST_ATTR_ADDR, r.key.address.packed.ljust(16, b"\0"))
+    body += encode_attr(IPVS_DEST_ATTR_PORT, struct.pack("!H", r.key.port))
+    body += encode_attr(IPVS_DEST_ATTR_FWD_METHOD, struct.pack("=I", int(r.forward)))
+    body += encode_attr(IPVS_DEST_ATTR_WEIGHT, struct.pack("=I", r.weight))
+    body += encode_attr(IPVS_DEST_ATTR_TUN_TYPE, struct.pack("=B", 0))
+    body += encode_attr(IPVS_DEST_ATTR_TUN_PORT, struct.pack("!H", tun_port))
+    body += encode_attr(IPVS_DEST_ATTR_TUN_FLAGS, struct.pack("=H", 0))
+    body += encode_attr(IPVS_DEST_ATTR_U_THRESH, struct.pack("=I", r.upper_threshold))
+    body += encode_attr(IPVS_DEST_ATTR_L_THRESH, struct.pack("=I", r.lower_threshold))
+    body += encode_attr(IPVS_DEST_ATTR_ACTIVE_CONNS, struct.pack("=I", state.active_conns))
+    body += encode_attr(IPVS_DEST_ATTR_INACT_CONNS, struct.pack("=I", state.inactive_conns))
+    body += encode_attr(IPVS_DEST_ATTR_PERSIST_CONNS, struct.pack("=I", state.persistent_conns))
+    body += encode_attr(IPVS_DEST_ATTR_ADDR_FAMILY, struct.pack("=H", af))
     body += _stats_attrs(IPVS_DEST_ATTR_STATS, state.stats, False)
     body += _stats_attrs(IPVS_DEST_ATTR_STATS64, state.stats, True)
-    return _genl_message(family, IPVS_CMD_NEW_DEST, seq, _attr(IPVS_CMD_ATTR_DEST, body))
+    return _genl_message(family, IPVS_CMD_NEW_DEST, seq, encode_attr(IPVS_CMD_ATTR_DEST, body))
 
 
 def request_as_reply(request: bytes, new_cmd: int) -> bytes:

@@ -5,10 +5,10 @@ with messages built by ``codec``: consecutive IPVS operations are sent about
 256 to a ``sendmsg``, each with its own sequence number; only the last asks
 for an ack, and the kernel answers the others only when they fail (it runs
 the requests of a datagram in order and carries on after a failure), so the
-answers that come back are matched to requests by sequence number. Addresses on the dummy interface
-(one per virtual address: thousands on a cold start) go the same way over a
-``NETLINK_ROUTE`` socket with messages built by ``rtnl``, and are listed with one
-rtnetlink dump; ``rtnl`` also creates the dummy interface and sets it up. Only
+answers that come back are matched to requests by sequence number. Addresses
+on the dummy interface (one per virtual address: thousands on a cold start)
+go the same way over a ``NETLINK_ROUTE`` socket with messages built by
+``rtnl``, and are listed with one rtnetlink dump; ``rtnl`` also creates the dummy interface and sets it up. Only
 conntrack entries go through pyroute2 (``NFCTSocket``), deleted after a UDP real
 server is removed: pyroute2 is imported then and never otherwise.
 """

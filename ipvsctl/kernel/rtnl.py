@@ -2,9 +2,10 @@
 rtnetlink.h, if_addr.h, if_link.h and if.h.
 
 Only what ipvsctl needs for its dummy interface: create it and set it up, add and delete one
-address (host prefix), dump every address, dump every link. Requests are one ``struct.pack`` each; replies are
-read in place with ``unpack_from`` over a memoryview, no message objects. The netlink
-framing (message walk, error codes, attribute walk) is shared with ``codec``.
+address (host prefix), dump every address, dump every link. Address requests are one
+``struct.pack`` each; replies are read in place with ``unpack_from`` over a memoryview, no
+message objects. The netlink framing (message walk, error codes, attributes) is shared with
+``codec``.
 
 Address requests carry what ``ip addr add ADDR/32 dev IF`` (or /128, ``nodad``) sends:
 an ``ifaddrmsg`` with the prefix length and interface index, then IFA_LOCAL and
@@ -37,12 +38,14 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
 from ipvsctl.kernel.codec import (
+    NLA_F_NESTED,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
     decode_error,
+    encode_attr,
     iter_messages,
 )
 from ipvsctl.model.ipvs import IPAddress
@@ -73,7 +76,6 @@ IFA_F_NODAD = 0x02
 IFLA_IFNAME = 3
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
-NLA_F_NESTED = 1 << 15
 IFLA_EXT_MASK = 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # link dumps without the (large) statistics blocks
 
@@ -147,12 +149,6 @@ def encode_address(seq: int, change: AddressChange) -> bytes:
     return layout.pack(*head, 20, IFA_LOCAL, raw, 20, IFA_ADDRESS, raw)
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes."""
-    size = 4 + len(payload)
-    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
-
-
 def valid_name(name: str) -> bool:
     """Whether the kernel could take ``name`` as an interface name (1 to 15 bytes, no NUL, '/' or
     blank, not '.' or '..')."""
@@ -164,8 +160,8 @@ def encode_new_link(seq: int, name: str, kind: str = "dummy") -> bytes:
     """RTM_NEWLINK (NLM_F_CREATE | NLM_F_EXCL, NLM_F_ACK): a new interface ``name`` of ``kind``."""
     if not valid_name(name):
         raise ValueError(f"not an interface name: {name!r}")
-    name_attr = _attr(IFLA_IFNAME, name.encode(errors="surrogateescape") + b"\0")
-    attrs = name_attr + _attr(IFLA_LINKINFO | NLA_F_NESTED, _attr(IFLA_INFO_KIND, kind.encode()))
+    name_attr = encode_attr(IFLA_IFNAME, name.encode(errors="surrogateescape") + b"\0")
+    attrs = name_attr + encode_attr(IFLA_LINKINFO | NLA_F_NESTED, encode_attr(IFLA_INFO_KIND, kind.encode()))
     size = _SET_LINK.size + len(attrs)
     return _SET_LINK.pack(size, RTM_NEWLINK, _NEW_FLAGS, seq, 0, AF_UNSPEC, 0, 0, 0, 0) + attrs
 

@@ -282,15 +282,19 @@ def test_family_lookup_roundtrip() -> None:
 
 def test_dest_reply_without_optional_attributes() -> None:
     """A sparse destination reply (old kernel: no family, tunnel or stats attributes) decodes with zero defaults."""
-    body = codec._attr(codec.IPVS_DEST_ATTR_ADDR, V4.packed) + codec._attr(codec.IPVS_DEST_ATTR_PORT, b"\x00\x50")
-    body += codec._attr(codec.IPVS_DEST_ATTR_WEIGHT, struct.pack("=I", 2))
-    reply = codec._genl_message(FAMILY, codec.IPVS_CMD_NEW_DEST, 1, codec._attr(codec.IPVS_CMD_ATTR_DEST, body))
+    body = codec.encode_attr(codec.IPVS_DEST_ATTR_ADDR, V4.packed) + codec.encode_attr(
+        codec.IPVS_DEST_ATTR_PORT, b"\x00\x50"
+    )
+    body += codec.encode_attr(codec.IPVS_DEST_ATTR_WEIGHT, struct.pack("=I", 2))
+    reply = codec._genl_message(FAMILY, codec.IPVS_CMD_NEW_DEST, 1, codec.encode_attr(codec.IPVS_CMD_ATTR_DEST, body))
     assert codec.decode_dest(reply, 0, len(reply)) == RealServerState(RealServer(RealKey(V4, 80), weight=2))
 
 
 def test_empty_service_nest_is_a_decode_error() -> None:
     """A service reply with an empty nest raises DecodeError rather than crashing the layout compiler."""
-    reply = codec._genl_message(FAMILY, codec.IPVS_CMD_NEW_SERVICE, 1, codec._attr(codec.IPVS_CMD_ATTR_SERVICE, b""))
+    reply = codec._genl_message(
+        FAMILY, codec.IPVS_CMD_NEW_SERVICE, 1, codec.encode_attr(codec.IPVS_CMD_ATTR_SERVICE, b"")
+    )
     with pytest.raises(codec.DecodeError):
         codec.decode_service(reply, 0, len(reply))
 
