@@ -31,8 +31,6 @@ _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 MAX_ANNOTATIONS = 256 * 1024  # characters in one object's annotations (Kubernetes: 256 KiB)
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-_IPV4_LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 class Node:
@@ -131,21 +129,17 @@ class Node:
 
     def address(self, purpose: str = "service") -> IPAddress:
         text = self.string()
+        addr: IPAddress
         try:
             addr = _ipv4(text)
         except (OSError, ValueError, UnicodeError):  # not a dotted quad: IPv6, or not an address
-            pass
-        else:
-            problem = _unusable_ipv4(int(addr), purpose)
-            if problem:
-                raise self.fail(f"{text} is {problem}")
-            return addr
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
-            raise self.fail(f"{show(text)} is not an IPv4 or IPv6 address") from None
-        if addr.version == 6 and addr.scope_id is not None:
-            raise self.fail(f"{show(text)} has a zone index (%{show(addr.scope_id, 20)[1:-1]}): IPVS cannot use it")
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                raise self.fail(f"{show(text)} is not an IPv4 or IPv6 address") from None
+            if addr.version == 6 and addr.scope_id is not None:
+                zone = show(addr.scope_id, 20)[1:-1]
+                raise self.fail(f"{show(text)} has a zone index (%{zone}): IPVS cannot use it") from None
         problem = unusable_address(addr, purpose)
         if problem:
             raise self.fail(f"{text} is {problem}")
@@ -160,7 +154,8 @@ def _ipv4(text: str) -> ipaddress.IPv4Address:
 
 
 def _unusable_ipv4(value: int, purpose: str) -> str | None:
-    """``unusable_address`` for an IPv4 address given as its integer."""
+    """``unusable_address`` for an IPv4 address given as its integer: unspecified, multicast
+    (224/4), loopback (127/8), broadcast, and for a service link-local (169.254/16)."""
     if value == 0:
         return "the unspecified address"
     if value >> 28 == 0xE:
@@ -209,20 +204,18 @@ def display(value: Any) -> str:
 
 def unusable_address(addr: IPAddress, purpose: str) -> str | None:
     """Why an address cannot be a virtual (or backend) address, or None if it can."""
+    if addr.version == 4:
+        return _unusable_ipv4(int(addr), purpose)
     if addr.is_unspecified:
         return "the unspecified address"
     if addr.is_multicast:
         return "a multicast address"
     if addr.is_loopback:
         return "a loopback address"
-    if addr.version == 4 and addr == _BROADCAST:
-        return "the broadcast address"
-    if addr.version == 6 and addr.ipv4_mapped is not None:
+    if addr.ipv4_mapped is not None:
         return f"an IPv4-mapped IPv6 address: write {addr.ipv4_mapped}"
-    if addr.version == 6 and addr.is_link_local and purpose == "service":
+    if addr.is_link_local and purpose == "service":
         return "an IPv6 link-local address"
-    if addr.version == 4 and purpose == "service" and addr in _IPV4_LINK_LOCAL:
-        return "an IPv4 link-local address"
     return None
 
 
