@@ -14,6 +14,7 @@ Exit codes (every verb):
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import sys
@@ -230,8 +231,30 @@ def locked(store: Store, timeout: float) -> Iterator[None]:
         raise fail(EXIT_STATE, str(err)) from None
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for one pass of a one-shot command (apply, diff, validate).
+
+    Reading, translating and planning 10,000 Services allocates millions of objects that all
+    live to the end, and the collector's full passes walk them again and again (on the host,
+    ``plan`` at 10,000 took 0.93 s with it and 0.28 s without) to find almost nothing: 477
+    objects in cycles over that whole run. The agent, which runs for months, keeps it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
+    with collector_paused():
+        return _reconcile(files, settings, kernel, dry_run=dry_run)
+
+
+def _reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     started = time.perf_counter()
     observed = observe(kernel)  # read once: it also gives the default node addresses
     read = time.perf_counter()
@@ -299,7 +322,8 @@ def validate(
       kubectl get svc,endpointslices -A -o yaml | ipvsctl validate -f -
     """
     settings = make_settings(node_ip, node_name, scheduler, "ipvsctl0")
-    desired = translate(load(filename), settings)
+    with collector_paused():
+        desired = translate(load(filename), settings)
     code = outcome(desired, None)
     if code == EXIT_OK:
         typer.echo(

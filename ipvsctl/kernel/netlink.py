@@ -8,7 +8,8 @@ the requests of a datagram in order and carries on after a failure), so the
 answers that come back are matched to requests by sequence number. Addresses
 on the dummy interface (one per virtual address: thousands on a cold start)
 go the same way over a ``NETLINK_ROUTE`` socket with messages built by
-``rtnl``, and are listed with one rtnetlink dump; ``rtnl`` also creates the dummy interface and sets it up. Only
+``rtnl`` (on a second thread, beside the IPVS requests, when there are many
+of both), and are listed with one rtnetlink dump; ``rtnl`` also creates the dummy interface and sets it up. Only
 conntrack entries go through pyroute2 (``NFCTSocket``), deleted after a UDP real
 server is removed: pyroute2 is imported then and never otherwise.
 """
@@ -23,6 +24,7 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,8 @@ NO_IPVS = "this kernel has no IPVS: load it with `modprobe ip_vs` (CONFIG_IP_VS)
 NO_PERMISSION = "IPVS refused us (EPERM): ipvsctl needs CAP_NET_ADMIN (run it as root)"
 
 BATCH = 256
+# address operations run beside the IPVS ones (NetlinkKernel._overlapped) when both kinds are at least this many
+OVERLAP = 64
 _RECV_CHUNK = 1 << 20
 _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 # errno of a kernel without conntrack or ctnetlink (nf_conntrack, nfnetlink, nf_conntrack_netlink)
@@ -334,6 +338,10 @@ class NetlinkKernel:
 
     def execute(self, ops: Sequence[Operation]) -> list[KernelError | None]:
         results: list[KernelError | None] = [None] * len(ops)
+        addresses = [i for i, op in enumerate(ops) if isinstance(op, AddressOperation)]
+        if len(addresses) >= OVERLAP and len(ops) - len(addresses) >= OVERLAP:
+            self._overlapped(ops, addresses, results)
+            return results
         i = 0
         while i < len(ops):
             if isinstance(ops[i], AddressOperation):
@@ -345,25 +353,60 @@ class NetlinkKernel:
                 j = i + 1
                 while j < len(ops) and j - i < BATCH and not isinstance(ops[j], AddressOperation):
                     j += 1
-                self._run_batch(ops, i, j, results)
+                self._run_batch(ops, range(i, j), results)
             i = j
         return results
 
-    def _run_batch(self, ops: Sequence[Operation], start: int, stop: int, results: list[KernelError | None]) -> None:
-        """Send ``ops[start:stop]`` in one datagram. Only the last asks for an ack: the kernel answers
-        a request without NLM_F_ACK only when it fails, and it runs and answers the requests of a
-        datagram in order, so once the last one's answer is in, every failure before it is too."""
+    def _overlapped(self, ops: Sequence[Operation], addresses: list[int], results: list[KernelError | None]) -> None:
+        """Run the address operations on a second thread while this one runs the IPVS operations.
+
+        Each kind still runs in its own order, and neither kind's results depend on the other (an
+        address on the dummy interface and a virtual server are separate kernel objects, under
+        separate locks), so the results are those of running everything in order; only the order
+        in which the two kinds reach the kernel differs. Worth it on a cold start: the kernel
+        walks the interface's whole address list on every bind, so thousands of binds take as
+        long as the virtual servers, and the two can proceed on two CPUs."""
+        failure: list[BaseException] = []
+
+        def bind() -> None:
+            try:
+                done = self._run_addresses([cast(AddressOperation, ops[i]) for i in addresses])
+            except BaseException as exc:  # re-raised on the calling thread
+                failure.append(exc)
+                return
+            for i, res in zip(addresses, done, strict=True):
+                results[i] = res
+
+        worker = threading.Thread(target=bind, name="ipvsctl-addresses", daemon=True)
+        worker.start()
+        try:
+            bound = set(addresses)
+            ipvs = [i for i in range(len(ops)) if i not in bound]
+            for start in range(0, len(ipvs), BATCH):
+                self._run_batch(ops, ipvs[start : start + BATCH], results)
+        finally:
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def _run_batch(self, ops: Sequence[Operation], indices: Sequence[int], results: list[KernelError | None]) -> None:
+        """Send the IPVS operations ``ops[i] for i in indices`` in one datagram. Only the last asks
+        for an ack: the kernel answers a request without NLM_F_ACK only when it fails, and it runs
+        and answers the requests of a datagram in order, so once the last one's answer is in,
+        every failure before it is too."""
         self._connect()
-        for op in ops[start:stop]:
+        for index in indices:
+            op = ops[index]
             if isinstance(op, AddService | EditService):
                 self._load_module(f"ip_vs_{op.server.scheduler}")
         seqs: dict[int, int] = {}
         out = bytearray()
         last = 0
-        for index in range(start, stop):
+        final = indices[-1]
+        for index in indices:
             last = self._next_seq()
             seqs[last] = index
-            out += codec.encode_operation(self._family, last, ops[index], ack=index == stop - 1)  # type: ignore[arg-type]
+            out += codec.encode_operation(self._family, last, ops[index], ack=index == final)  # type: ignore[arg-type]
         self._send(out)
         view = self._view
         done = False

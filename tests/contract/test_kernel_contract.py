@@ -397,6 +397,36 @@ def test_address_and_service_ops_interleave(harness: Harness) -> None:
     harness.ok([UnbindAddress(v4)])
 
 
+def test_many_binds_beside_many_virtual_servers(harness: Harness) -> None:
+    """Enough of both kinds that the real kernel runs the binds beside the IPVS requests (netlink.OVERLAP):
+    each failure still lands on its own operation, in either kind, and everything else takes effect."""
+    vips = [ip(f"198.51.100.{n}") for n in range(100, 180)]
+    keys = [ServiceKey(Protocol.TCP, vip, 80) for vip in vips]
+    ops: list = [BindAddress(vip) for vip in vips]
+    for key in keys:
+        ops += [AddService(VirtualServer(key)), AddReal(key, real("203.0.113.7"))]
+    ops += [UnbindAddress(ip("198.51.100.99"))]  # never bound
+    bad = {
+        5: (BindAddress(vips[3]), errno.EEXIST),  # bound three operations earlier
+        80 + 2 * 40: (AddService(VirtualServer(keys[0])), errno.EEXIST),  # so keys[40] is never added
+        80 + 2 * 40 + 1: (AddReal(keys[40], real("203.0.113.7")), errno.ESRCH),  # ... and has no real
+        80 + 2 * 41 + 1: (AddReal(MISSING, real("203.0.113.7")), errno.ESRCH),
+    }
+    for i, (op, _code) in bad.items():
+        ops[i] = op
+    ops.insert(120, BindAddress(vips[7]))  # an address operation between IPVS ones: bound already
+    results = harness.execute(ops)
+    failed = {i: r.errno for i, r in enumerate(results) if r is not None}
+    shifted = {(i if i < 120 else i + 1): code for i, (_op, code) in bad.items()}
+    assert failed == {**shifted, 120: errno.EEXIST, len(ops) - 1: errno.EADDRNOTAVAIL}
+    assert set(vips) - {vips[5]} <= harness.kernel.bound_addresses()
+    present = {s.server.key: len(s.real_servers) for s in harness.kernel.dump()}
+    assert all(present.get(key) == 1 for key in keys if key not in (keys[40], keys[41]))
+    assert keys[40] not in present and present[keys[41]] == 0
+    harness.ok([UnbindAddress(vip) for vip in vips if vip != vips[5]])
+    assert not (set(vips) & harness.kernel.bound_addresses())
+
+
 # --- sysctls ---
 
 

@@ -3,6 +3,7 @@ help, completion and version."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -460,3 +461,34 @@ def test_a_rejected_endpoint_slice_keeps_its_service_as_the_kernel_has_it(kernel
     assert "Traceback" not in err
     assert reals(web) == {"203.0.113.1", "203.0.113.2"}
     assert reals(other) == {"203.0.113.8"}
+
+
+@pytest.mark.parametrize("command", ["apply", "diff", "validate"])
+def test_one_shot_commands_read_and_write_without_the_cycle_collector(
+    kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """The collector is off while the manifests are read and the kernel written, and on again after."""
+    seen: list[bool] = []
+    real_load, real_execute = cli.load, kernel.execute
+    monkeypatch.setattr(cli, "load", lambda files: seen.append(gc.isenabled()) or real_load(files))
+    monkeypatch.setattr(kernel, "execute", lambda ops: seen.append(gc.isenabled()) or real_execute(ops))
+    assert gc.isenabled()
+    code, _, err = run(command, "-f", str(EXAMPLES), *NODE)
+    assert code in (0, 1), err
+    assert seen[0] is False and not any(seen)
+    assert len(seen) == (2 if command == "apply" else 1)
+    assert gc.isenabled()
+
+
+def test_collector_paused_restores_what_it_found() -> None:
+    with pytest.raises(RuntimeError), cli.collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cli.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
