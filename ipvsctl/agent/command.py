@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 import typer
@@ -31,6 +30,7 @@ from .engine import Engine
 from .http import serve
 from .loop import Agent, Timing
 from .metrics import Metrics
+from .signals import relayed
 from .world import World
 
 log = logs.get()
@@ -165,11 +165,11 @@ def _run_locked(
             typer.echo(f"error: cannot listen on {cfg.metrics_address}: {err.strerror}", err=True)
             return EXIT_USAGE
 
-    def on_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping; IPVS is left as it is", signal=signal.Signals(signum).name)
+    def on_stop(sig: signal.Signals) -> None:
+        log.info("stopping; IPVS is left as it is", signal=sig.name)
         stop.set()
 
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+    def on_hup(_sig: signal.Signals) -> None:
         try:
             new = build(config_file, flags)
         except ConfigError as err:
@@ -184,23 +184,21 @@ def _run_locked(
         )
         log.info("configuration reloaded")
 
-    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
-    log.info(
-        "agent started",
-        source="manifests" if cfg.manifests else "kubernetes",
-        owned_virtual_servers=len(engine.owned.services),
-        metrics=f"http://{cfg.metrics_address}/metrics" if server else None,
-    )
-    try:
-        source.start()
-        agent.run()
-    finally:
-        stop.set()
-        source.join()
-        if server is not None:
-            server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    handlers = {signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_hup}
+    with relayed(handlers):
+        log.info(
+            "agent started",
+            source="manifests" if cfg.manifests else "kubernetes",
+            owned_virtual_servers=len(engine.owned.services),
+            metrics=f"http://{cfg.metrics_address}/metrics" if server else None,
+        )
+        try:
+            source.start()
+            agent.run()
+        finally:
+            stop.set()
+            source.join()
+            if server is not None:
+                server.close()
     log.info("agent stopped")
     return 0

@@ -79,15 +79,19 @@ class Agent:
     clocks: Clocks = field(default_factory=Clocks)
     status: SyncStatus = field(init=False)
     _reload: Settings | None = field(init=False, default=None)
+    _reload_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _reported: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.status = SyncStatus(started=self.wall(), ready=False, last_success=None, last_error=None)
 
     def reload(self, settings: Settings, timing: Timing) -> None:
-        """Take new settings at the next step (SIGHUP): every Service is translated again."""
-        self._reload = settings
-        self.timing = timing
+        """Take new settings at the next step (SIGHUP): every Service is translated again.
+
+        Called from the signal thread while the loop runs: the new settings change hands under a lock."""
+        with self._reload_lock:
+            self._reload = settings
+            self.timing = timing
         self.world.touch(everything=True)
 
     def run(self) -> None:
@@ -109,8 +113,10 @@ class Agent:
                 generation = self.world.wait(generation, min(max(wake - now, 0.0), 0.5))
                 continue
             changes = self.world.take()
-            if self._reload is not None:
-                self.engine.settings, self._reload = self._reload, None
+            with self._reload_lock:
+                reloaded, self._reload = self._reload, None
+            if reloaded is not None:
+                self.engine.settings = reloaded
                 retranslate = True
             if changes.everything:
                 retranslate = True

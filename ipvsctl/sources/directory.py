@@ -152,6 +152,8 @@ class DirectorySource:
         for gone in sorted(set(self.signatures) - files):
             self._forget(gone)
         for name in sorted(files):
+            if self.stop.is_set():
+                return read  # stopping: the agent syncs nothing more, so what is left unread does not matter
             sig = _signature(name)
             if sig is None:
                 if name in self.signatures:
