@@ -248,13 +248,9 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@collector_paused()
 def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
-    with collector_paused():
-        return _reconcile(files, settings, kernel, dry_run=dry_run)
-
-
-def _reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
     started = time.perf_counter()
     observed = observe(kernel)  # read once: it also gives the default node addresses
     read = time.perf_counter()

@@ -35,13 +35,10 @@ def relayed(handlers: Mapping[signal.Signals, Handler]) -> Iterator[None]:
 
     Must be entered on the main thread (where signal dispositions can be changed). On exit the
     previous handlers and wakeup fd are back, and the thread has ended."""
-    read_end, write_end = os.pipe()
+    read_end, write_end = os.pipe()  # not inherited by children (PEP 446)
     os.set_blocking(write_end, False)
-    os.set_inheritable(read_end, False)
-    os.set_inheritable(write_end, False)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, _noted) for sig in handlers}
-    closing = threading.Event()
 
     def relay() -> None:
         while True:
@@ -49,7 +46,7 @@ def relayed(handlers: Mapping[signal.Signals, Handler]) -> Iterator[None]:
                 data = os.read(read_end, 64)
             except InterruptedError:
                 continue
-            if closing.is_set() or not data:
+            if not data:  # the write end is closed: we are leaving
                 return
             for number in data:
                 handler = handlers.get(number)  # type: ignore[call-overload]  # set_wakeup_fd sends every signal
@@ -68,9 +65,6 @@ def relayed(handlers: Mapping[signal.Signals, Handler]) -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(previous_fd)
-        closing.set()
-        with contextlib.suppress(BlockingIOError):
-            os.write(write_end, b"\0")
+        os.close(write_end)
         thread.join()
         os.close(read_end)
-        os.close(write_end)
