@@ -13,6 +13,7 @@ Python starts slowly in the VM, so each scenario is built to need as few starts 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import subprocess
@@ -82,6 +83,17 @@ def proc_ipvs_lines() -> int:
     """Virtual and real servers in the kernel (lines of /proc/net/ip_vs after its header)."""
     with open("/proc/net/ip_vs") as f:
         return max(sum(1 for _ in f) - 3, 0)
+
+
+def lock_held(state: Path) -> bool:
+    """Whether some process holds the state directory's lock (flock), asked without waiting."""
+    with open(state / "lock") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 class Cli:
@@ -360,7 +372,9 @@ def test_two_ipvsctl_at_once_lock_and_converge(
     once the first finishes the third applies its own input, and the kernel ends in the third's
     desired state."""
     first = tmp_path / "first.yaml"
-    first.write_text(services_yaml([(f"a{i}", f"10.236.{i // 250}.{i % 250 + 1}") for i in range(300)], [BE["be1"]]))
+    # Enough Services that programming them takes seconds, not one poll's time: binds and IPVS
+    # requests run side by side, and 300 Services were sometimes all done before the SIGSTOP.
+    first.write_text(services_yaml([(f"a{i}", f"10.236.{i // 250}.{i % 250 + 1}") for i in range(2000)], [BE["be1"]]))
     last = tmp_path / "last.yaml"
     last.write_text(services_yaml([("z", "10.236.9.1")], [BE["be2"]]))
     states.append(tmp_path / "state")
@@ -373,6 +387,7 @@ def test_two_ipvsctl_at_once_lock_and_converge(
         wait_for(lambda: proc_ipvs_lines() > base or one.poll() is not None, RUN_TIMEOUT, "the first to program")
         one.send_signal(signal.SIGSTOP)
         assert one.poll() is None, "the first apply finished before it could be paused"
+        assert lock_held(tmp_path / "state"), "the first apply was paused after it let go of the lock"
         three = cli.start("apply", "-f", str(last), *common, "--lock-timeout", str(RUN_TIMEOUT))
         two = cli("apply", "-f", str(last), *common, "--lock-timeout", "0")
         assert two.returncode == 6, (two.returncode, two.stderr)
