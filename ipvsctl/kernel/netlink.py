@@ -100,6 +100,7 @@ class NetlinkKernel:
         self._route = rtnl.RouteSocket(timeout=timeout)  # addresses and links; opens on first use
         self._nfct: dict[int, NFCTSocket] = {}  # per address family, created on first flush_conntrack
         self._ifindex: int | None = None
+        self._up = False  # the dummy interface was set up by this session
 
     # --- connection ---
 
@@ -449,7 +450,7 @@ class NetlinkKernel:
         false; ``links``: a link dump to look in instead of taking one.
 
         Raises _LinkFailed when creating it or setting it up failed."""
-        if self._ifindex is not None:
+        if self._ifindex is not None and (self._up or not create):
             return self._ifindex
         index = self._find_link(links)
         if index is None and create:
@@ -465,6 +466,9 @@ class NetlinkKernel:
                 code = self._route.set_up(index)
             if code:
                 raise _LinkFailed(code)
+            # Set up once per session, whoever made the interface: a run killed between creating
+            # it and setting it up leaves it down, and addresses on a down interface are not local.
+            self._up = True
         self._ifindex = index
         return index
 
@@ -511,7 +515,7 @@ class NetlinkKernel:
                     continue
                 if code == errno.ENODEV:
                     gone = True
-                    self._ifindex = None
+                    self._ifindex, self._up = None, False
                 results[i] = KernelError(ops[i], code) if code else None
             pending = again
         return results

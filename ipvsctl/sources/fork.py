@@ -16,13 +16,16 @@ itself: the child can cost time, never a result.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 MIN_FILES = 256  # below this, forking costs more than it saves
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 T = TypeVar("T")
 
@@ -62,6 +65,7 @@ def _start(names: Sequence[str], read: Callable[[str], T]) -> _Child | None:
         reader, writer = os.pipe()
     except OSError:
         return None
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
@@ -71,6 +75,7 @@ def _start(names: Sequence[str], read: Callable[[str], T]) -> _Child | None:
     if pid == 0:  # the child: never returns
         status = 1
         try:
+            _die_with(parent)
             os.close(reader)
             with os.fdopen(writer, "wb") as out:
                 pickle.dump([read(name) for name in names], out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -81,6 +86,19 @@ def _start(names: Sequence[str], read: Callable[[str], T]) -> _Child | None:
             os._exit(status)
     os.close(writer)
     return _Child(pid, reader)
+
+
+def _die_with(parent: int) -> None:
+    """In the child: be killed when the parent dies (Linux), and stop now if it already has.
+
+    The child inherits every descriptor, the write lock's among them: a child that outlived a
+    parent killed with SIGKILL would hold the lock, and stall the next ipvsctl, until it had
+    read its half of the files for nobody."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _collect(child: _Child | None, count: int) -> list[T] | None:

@@ -325,3 +325,16 @@ def test_console_script_and_apply_twice(ipvsctl: Ipvsctl) -> None:
     assert (again.returncode, again.stdout) == (0, ""), again.stdout + again.stderr
     listing = subprocess.run([*args, "list"], capture_output=True, text=True, check=True).stdout
     assert "demo/web:http" in listing and "198.51.100.10:80" in listing
+
+
+def test_a_dummy_interface_left_down_is_set_up(ipvsctl: Ipvsctl, client: Client) -> None:
+    """A run killed between creating ipvsctl0 and setting it up leaves the interface down; the
+    next apply that binds an address there sets it up (once read, the interface used to be
+    taken as it was), and the ClusterIP answers."""
+    subprocess.run(["ip", "link", "add", "ipvsctl0", "type", "dummy"], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "set", "ipvsctl0", "down"], check=True)
+    ipvsctl.write("web.yaml", service("web", "10.96.7.1", [BE["be1"], BE["be2"]]))
+    ipvsctl.apply()
+    flags = subprocess.run(["ip", "-o", "link", "show", "ipvsctl0"], capture_output=True, text=True, check=True)
+    assert ",UP" in flags.stdout.split(">")[0], flags.stdout
+    assert sorted(client.requests("10.96.7.1", 80, 4)) == ["be1", "be1", "be2", "be2"]

@@ -237,6 +237,119 @@ def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
         print(f"\nMEASURED apply kill -9 points (phase@time after start): {' '.join(kills)}", flush=True)
 
 
+ROW_SERVICES = 1000
+ROW_ENDPOINTS = 10
+ROW_KILLS = 8
+
+
+def endpoint_sets() -> tuple[list[str], list[str]]:
+    """Two sets of ten endpoint addresses: be1 and be2 (they answer) and eight that never do."""
+    first = [BE["be1"], BE["be2"], *(f"198.18.0.{i}" for i in range(1, ROW_ENDPOINTS - 1))]
+    second = [BE["be3"], BE["be4"], *(f"198.18.0.{i}" for i in range(101, 100 + ROW_ENDPOINTS - 1))]
+    return first, second
+
+
+def survivors(manifests: Path) -> list[int]:
+    """Processes whose command line names ``manifests`` (an apply, or a reader child it forked)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if str(manifests).encode() in cmdline and stat[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def write_per_service(directory: Path, names_vips: list[tuple[str, str]], backends: list[str]) -> None:
+    """One file per Service (enough files that apply reads them on two CPUs, with a forked child)."""
+    for old in directory.glob("*.yaml"):
+        old.unlink()
+    for name, vip in names_vips:
+        write_atomically(directory / f"{name}.yaml", services_yaml([(name, vip)], backends))
+
+
+def test_kill_9_many_times_in_a_row_then_one_clean_apply_converges(
+    ipvs: Ipvsadm, foreign: list[str], states: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ipvsctl apply` of 1,000 Services x 10 endpoints (one file each) is SIGKILLed 8 times in a
+    row, with no clean run in between, while the input switches between two endpoint sets and
+    half of the Services; kills land in start-up and reading, at the first kernel change, in
+    the middle of programming and near its end. After each kill the write lock is free at once
+    (no reader child outlives its parent holding it). Then one clean apply exits 0 and the
+    kernel is exactly the manifests: every virtual server and real server, nothing more, the
+    foreign virtual servers untouched; diff finds nothing and cleanup leaves nothing."""
+    first, second = endpoint_sets()
+    names = [(f"k{i}", f"10.241.{i // 250}.{i % 250 + 1}") for i in range(ROW_SERVICES)]
+    inputs = [(names, first), (names, second), (names[: ROW_SERVICES // 2], first)]
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    state = tmp_path / "state"
+    states.append(state)
+    cli_ = Cli(state)
+    apply_args = ("apply", "-f", str(manifests), "--node-ip", NODE_CLIENT_V4, "--no-sysctls")
+    first_change = 0.0  # seconds from start to the first kernel change, measured by the first kill
+    kills: list[str] = []
+    for n in range(ROW_KILLS):
+        chosen, backends = inputs[n % len(inputs)]
+        write_per_service(manifests, chosen, backends)
+        before = proc_ipvs()
+        proc = cli_.start(*apply_args)
+        started = time.monotonic()
+        mode = "first-change" if n == 0 else ("early", "programming", "first-change", "late")[n % 4]
+        try:
+            if mode == "early":  # start-up, reading the files, the kernel dump, planning
+                at = started + first_change * (0.2, 0.5, 0.8)[n // 4 % 3]
+                wait_for(
+                    lambda p=proc, a=at: time.monotonic() >= a or p.poll() is not None, RUN_TIMEOUT, "the kill time"
+                )
+            else:
+                deadline = started + RUN_TIMEOUT
+                while proc.poll() is None and proc_ipvs() == before and time.monotonic() < deadline:
+                    pass  # no pause: programming lasts about a second in the VM
+                if n == 0:
+                    first_change = time.monotonic() - started
+                if mode in ("programming", "late"):
+                    time.sleep(0.3 if mode == "programming" else 1.0)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            _, err = proc.communicate()
+        killed = time.monotonic()
+        outcome = "killed" if proc.returncode == -signal.SIGKILL else f"finished({proc.returncode})"
+        assert proc.returncode in (-signal.SIGKILL, 0), (proc.returncode, err)
+        kills.append(f"{mode}@{killed - started:.1f}s:{outcome}:{proc_ipvs_lines()}")
+        # Nothing left behind holds the lock: the next run must not wait for a dead one's child.
+        # (A reader child that outlived its parent held it for the rest of its files: seconds.)
+        wait_for(lambda: not lock_held(state) and not survivors(manifests), 2, "the lock free after the kill",
+                 describe=lambda: f"processes still reading {manifests}: {survivors(manifests)}")  # fmt: skip
+    assert sum(":killed:" in k for k in kills) >= ROW_KILLS - 2, kills
+    write_per_service(manifests, names, first)
+    clean = cli_(*apply_args)
+    assert clean.returncode == 0, f"after kills {' '.join(kills)}: {clean.stderr}"
+    want = sorted(
+        [f"-A -t {vip}:80 -s rr" for _, vip in names]
+        + [f"-a -t {vip}:80 -r {b}:8080 -m -w 1" for _, vip in names for b in first]
+    )
+    got = [line for line in rules(ipvs) if "10.241." in line]
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    assert not missing and not extra, f"missing {len(missing)} {missing[:5]}, extra {len(extra)} {extra[:5]}"
+    assert len(bound_addresses("10.241.")) == ROW_SERVICES
+    assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
+    diff = cli_("diff", "-f", str(manifests), "--node-ip", NODE_CLIENT_V4)
+    assert diff.returncode == 0, diff.stdout
+    cleaned = cli_("cleanup")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not [line for line in rules(ipvs) if "10.241." in line], "cleanup left a virtual server: a leak"
+    assert bound_addresses("10.241.") == [], "addresses leaked on ipvsctl0"
+    assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
+    with capsys.disabled():
+        print(f"\nMEASURED apply kills in a row (mode@time:outcome:objects): {' '.join(kills)}", flush=True)
+
+
 KEEPALIVED_CONF = """\
 global_defs {{
     router_id ipvsctl-test

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -121,3 +124,47 @@ def test_used_only_for_many_files_and_one_thread(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fork.threading, "active_count", lambda: 1)
     monkeypatch.setattr(fork.os, "cpu_count", lambda: 1)
     assert not fork.usable(fork.MIN_FILES)
+
+
+CHILD_READER = """
+import os, sys, time
+from ipvsctl.sources import fork
+fork.usable = lambda count: True
+marks = sys.argv[1]
+def read(name):
+    if os.getpid() != parent:
+        open(os.path.join(marks, str(os.getpid())), "w").close()
+        time.sleep(60)
+    return name
+parent = os.getpid()
+list(fork.each([str(i) for i in range(4)], read))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that does not reap."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_reader_child_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL of the reading process also ends its forked child at once: the child holds every
+    descriptor the parent had, the write lock's among them, and must not outlive it."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_READER, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (mark,) = tmp_path.iterdir()
+        child = int(mark.name)
+        assert _alive(child)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child), "the reader child outlived its killed parent"
