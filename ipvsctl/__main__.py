@@ -1,3 +1,3 @@
-from ipvsctl.cli import main
+from ipvsctl.entry import main
 
 main()

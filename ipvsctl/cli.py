@@ -27,8 +27,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ipvsctl import __version__, logs
+from ipvsctl import logs
 from ipvsctl.apply import Result, observe, sync
+from ipvsctl.entry import version_text
 from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
 from ipvsctl.model.desired import Desired, Owner
@@ -135,10 +136,6 @@ Adopt = Annotated[
     ),
 ]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ipvsctl to finish.")]
-
-
-def version_text() -> str:
-    return f"ipvsctl {__version__}\npython {sys.version.split()[0]}"
 
 
 def show_version(value: bool) -> None:

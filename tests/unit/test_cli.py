@@ -492,3 +492,22 @@ def test_collector_paused_restores_what_it_found() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_version_is_answered_without_loading_the_cli() -> None:
+    """`ipvsctl version` and `--version` print what the CLI's version command prints, without
+    importing typer, structlog or the pipeline (a version query costs start-up only)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from ipvsctl.entry import main; main(); "
+        "print(sorted(m for m in ('typer', 'click', 'structlog', 'yaml', 'ipvsctl.cli') if m in sys.modules))"
+    )
+    _, expected, _ = run("version")
+    for args in (["version"], ["--version"]):
+        out = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.argv = ['ipvsctl', *{args!r}]; {probe}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert out == expected + "[]\n", out

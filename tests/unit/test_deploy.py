@@ -463,7 +463,7 @@ def test_containerfile_entrypoint_is_the_console_script_and_cmd_parses(agent_cli
     final = containerfile_stages()[-1]
     (entrypoint,) = [exec_form(i) for i in final if i.keyword == "ENTRYPOINT"]
     assert entrypoint == [console_script()]
-    assert PYPROJECT["project"]["scripts"][console_script()] == "ipvsctl.cli:main"
+    assert PYPROJECT["project"]["scripts"][console_script()] == "ipvsctl.entry:main"
     (cmd,) = [exec_form(i) for i in final if i.keyword == "CMD"]
     assert agent_cli(cmd).config().kubernetes is True
     labels = " ".join(i.text for i in final if i.keyword == "LABEL")
