@@ -146,6 +146,16 @@ def foreign(ipvs: Ipvsadm) -> Iterator[list[str]]:
     ipvs("-D", "-u", "10.239.0.2:53", check=False)
 
 
+def cleanup_leaves_nothing(cli_: Cli, ipvs: Ipvsadm, prefix: str, foreign: list[str]) -> None:
+    """`ipvsctl cleanup` exits 0 and leaves no virtual server or address under ``prefix`` (an object
+    created but never recorded would survive it: a leak); the foreign virtual servers stay."""
+    cleaned = cli_("cleanup")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not [line for line in rules(ipvs) if prefix in line], "cleanup left a virtual server: a leak"
+    assert bound_addresses(prefix) == [], "addresses leaked on ipvsctl0"
+    assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
+
+
 def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
     ipvs: Ipvsadm,
     foreign: list[str],
@@ -228,11 +238,7 @@ def test_kill_9_anywhere_in_apply_loses_and_leaks_nothing(
     assert len(bound_addresses("10.240.")) == count
     assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
     assert sorted(client.requests("10.240.1.250", 80, 4)) == sorted(backends * 2)
-    cleaned = cli_("cleanup")
-    assert cleaned.returncode == 0, cleaned.stderr
-    assert not [line for line in rules(ipvs) if "10.240." in line], "cleanup left a virtual server: a leak"
-    assert bound_addresses("10.240.") == [], "addresses leaked on ipvsctl0"
-    assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
+    cleanup_leaves_nothing(cli_, ipvs, "10.240.", foreign)
     with capsys.disabled():
         print(f"\nMEASURED apply kill -9 points (phase@time after start): {' '.join(kills)}", flush=True)
 
@@ -341,11 +347,7 @@ def test_kill_9_many_times_in_a_row_then_one_clean_apply_converges(
     assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
     diff = cli_("diff", "-f", str(manifests), "--node-ip", NODE_CLIENT_V4)
     assert diff.returncode == 0, diff.stdout
-    cleaned = cli_("cleanup")
-    assert cleaned.returncode == 0, cleaned.stderr
-    assert not [line for line in rules(ipvs) if "10.241." in line], "cleanup left a virtual server: a leak"
-    assert bound_addresses("10.241.") == [], "addresses leaked on ipvsctl0"
-    assert [line for line in rules(ipvs) if "10.239.0." in line] == foreign
+    cleanup_leaves_nothing(cli_, ipvs, "10.241.", foreign)
     with capsys.disabled():
         print(f"\nMEASURED apply kills in a row (mode@time:outcome:objects): {' '.join(kills)}", flush=True)
 
