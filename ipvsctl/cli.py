@@ -34,9 +34,11 @@ from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
 from ipvsctl.model.desired import Desired, Owner
 from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, VirtualServerState, address_sort_key
+from ipvsctl.model.k8s import Snapshot
 from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
 from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
 from ipvsctl.settings import Settings
+from ipvsctl.sources.cache import ParseCache
 from ipvsctl.sources.files import load
 from ipvsctl.state import Store
 from ipvsctl.translate import translate
@@ -95,7 +97,7 @@ Files = Annotated[
         "-f",
         "--filename",
         metavar="PATH",
-        help=("Manifest file, directory (recursive *.yaml/*.yml) or - for stdin. Repeatable."),
+        help=("Manifest file, directory (recursive *.yaml/*.yml/*.json) or - for stdin. Repeatable."),
     ),
 ]
 NodeIP = Annotated[
@@ -133,6 +135,13 @@ Adopt = Annotated[
     bool,
     typer.Option(
         "--adopt", help=("Take over existing virtual servers that the manifests describe but ipvsctl did not create.")
+    ),
+]
+NoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Parse every manifest file; do not use or write the parse cache under --state-dir.",
     ),
 ]
 LockTimeout = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another ipvsctl to finish.")]
@@ -245,8 +254,22 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def read_manifests(files: list[str], *, cached: bool) -> Snapshot:
+    """The manifests' objects, unchanged files from the parse cache (docs/operations.md)."""
+    cache = ParseCache(CTX.state_dir / "cache" if cached else None)
+    snapshot = load(files, cache)
+    for note in cache.notes:
+        logs.get().warning("parse cache ignored", reason=note)
+    cache.save()
+    if cache.unsaved:
+        logs.get().debug("parse cache not written", reason=cache.unsaved)
+    return snapshot
+
+
 @collector_paused()
-def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool) -> tuple[Desired, Result]:
+def reconcile(
+    files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool, cached: bool = True
+) -> tuple[Desired, Result]:
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
     started = time.perf_counter()
     observed = observe(kernel)  # read once: it also gives the default node addresses
@@ -256,7 +279,7 @@ def reconcile(files: list[str] | None, settings: Settings, kernel: Kernel, *, dr
     else:
         if not settings.node_ips:
             settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
-        desired = translate(load(files), settings)
+        desired = translate(read_manifests(files, cached=cached), settings)
     seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
     try:
         result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
@@ -334,6 +357,7 @@ def diff(
     scheduler: Scheduler = "rr",
     interface: Interface = "ipvsctl0",
     adopt: Adopt = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Show what `apply` would change. Exit 0: nothing; 1: changes pending; more: errors.
 
@@ -344,7 +368,7 @@ def diff(
     """
     settings = make_settings(node_ip, node_name, scheduler, interface, adopt)
     with kernel_session(interface) as kernel:
-        desired, result = reconcile(filename, settings, kernel, dry_run=True)
+        desired, result = reconcile(filename, settings, kernel, dry_run=True, cached=not no_cache)
     if result.plan.ops:
         typer.echo(render_diff(result.plan.ops, result.owners))
     code = outcome(desired, result)
@@ -377,6 +401,7 @@ def apply(
         ),
     ] = True,
     lock_timeout: LockTimeout = 10.0,
+    no_cache: NoCache = False,
 ) -> None:
     """Make the virtual servers ipvsctl owns equal to what the manifests describe.
 
@@ -400,7 +425,7 @@ def apply(
         lock_timeout=lock_timeout,
     )
     with kernel_session(interface) as kernel, locked(Store(settings.state_dir), lock_timeout):
-        desired, result = reconcile(filename, settings, kernel, dry_run=False)
+        desired, result = reconcile(filename, settings, kernel, dry_run=False, cached=not no_cache)
     failed = len(result.errors)
     logs.get().info(
         "applied",

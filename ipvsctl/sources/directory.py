@@ -27,7 +27,7 @@ from pathlib import Path
 from ipvsctl import logs
 from ipvsctl.agent.world import ObjectKey, Value, World
 from ipvsctl.errors import Origin, Problem
-from ipvsctl.sources.files import YAML_SUFFIXES, documents, objects, parse_object, read_file
+from ipvsctl.sources.files import MANIFEST_SUFFIXES, documents, objects, parse_object, read_file
 
 log = logs.get()
 
@@ -136,7 +136,7 @@ class DirectorySource:
                     subdirs[:] = [d for d in subdirs if not d.startswith("..")]  # ConfigMap internals
                     dirs.add(root)
                     files.update(
-                        os.path.join(root, n) for n in names if n.endswith(YAML_SUFFIXES) and not n.startswith(".")
+                        os.path.join(root, n) for n in names if n.endswith(MANIFEST_SUFFIXES) and not n.startswith(".")
                     )
             else:
                 files.add(raw)

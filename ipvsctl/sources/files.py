@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import os
 import re
 import stat
@@ -50,6 +51,8 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ipvsctl.errors import InputError, Origin, Problem
 from ipvsctl.model.k8s import EndpointSlice, Service, Snapshot
 from ipvsctl.sources import fork, parse
+from ipvsctl.sources.cache import ParseCache
+from ipvsctl.sources.cache import key as cache_key
 from ipvsctl.sources.parse import Node, display, parse_endpoint_slice, parse_endpoints, parse_service
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # 16 MiB: >10,000 Services with their endpoints in one file
@@ -58,7 +61,7 @@ MAX_ALIAS_NODES = 100_000  # nodes that aliases stand for, per file (what expand
 MAX_INT_CHARS = 100  # longer integers are an error (Python refuses > 4300 digits anyway)
 MAX_FILE_ERRORS = 100  # documents reported as unreadable per file; the rest of the file is then skipped
 MAX_OBJECT_PROBLEMS = 100  # problems reported per object (e.g. bad endpoints); the rest are counted
-YAML_SUFFIXES = (".yaml", ".yml")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is YAML; read faster (json_document)
 
 _READ_PIECE = 1 << 20
 _TAG = "tag:yaml.org,2002:"
@@ -69,7 +72,7 @@ _DOCUMENT_START = re.compile(rb"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 
 
 def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Problem]]:
-    """Files as given, directories walked recursively for *.yaml/*.yml (sorted), '-' for stdin."""
+    """Files as given, directories walked recursively for *.yaml/*.yml/*.json (sorted), '-' for stdin."""
     files: list[str] = []
     problems: list[Problem] = []
     for raw in paths:
@@ -78,7 +81,7 @@ def expand_paths(paths: Iterable[str]) -> tuple[list[str], list[Problem]]:
             continue
         path = Path(raw)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
             files.extend(found)
         elif path.is_file():
             files.append(raw)
@@ -397,6 +400,11 @@ def documents(name: str, data: bytes | str) -> Iterator[tuple[int, Any] | Proble
     except UnicodeDecodeError:
         pass
     else:
+        if raw.lstrip()[:1] in (b"{", b"["):
+            value = json_document(text)
+            if value is not _NOT_JSON:
+                yield 0, value
+                return
         try:
             docs = list(_load_all(text, _Budget()))
         except _DOCUMENT_ERRORS:
@@ -405,6 +413,89 @@ def documents(name: str, data: bytes | str) -> Iterator[tuple[int, Any] | Proble
             yield from enumerate(docs)
             return
     yield from _documents_apart(name, raw)
+
+
+_NOT_JSON = object()
+
+
+class _NotPlainJSON(ValueError):
+    """JSON that YAML might read differently, or that the YAML reader has the error message for."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise _NotPlainJSON("duplicate key")
+    return mapping
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_CHARS:
+        raise _NotPlainJSON("integer too long")
+    return int(text)
+
+
+# What YAML 1.1 reads as a float (PyYAML's resolver); JSON's 1e5 is a string there.
+_YAML_FLOAT = next(
+    regexp for tag, regexp in yaml.resolver.Resolver.yaml_implicit_resolvers["1"] if tag == _TAG + "float"
+)
+# Characters that YAML reads otherwise than JSON when written raw: those PyYAML's reader refuses,
+# and the line breaks NEL, LS and PS, which YAML folds inside a quoted string (escaped, as
+# "\u0085", they read the same in both).
+_NOT_PLAIN = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+# A UTF-16 surrogate escape ("\\ud83d\\ude00"): JSON joins the pair into one character, YAML
+# refuses it. Go's encoder (kubectl) writes such characters raw, so this costs nothing in practice.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _yaml_float(text: str) -> float:
+    if not _YAML_FLOAT.match(text):
+        raise _NotPlainJSON("a number YAML reads as a string")
+    return float(text)
+
+
+def _not_a_yaml_constant(text: str) -> Any:
+    raise _NotPlainJSON(f"{text} is not JSON")  # NaN, Infinity: Python's extension, not JSON
+
+
+def json_document(text: str) -> Any:
+    """The value of a file that is one JSON document, which is what YAML would read from it; or
+    ``_NOT_JSON`` when it is not JSON, or is JSON the YAML reader must see (a duplicate key, an
+    integer past the limit, nesting past ``MAX_DEPTH``, a character YAML refuses: its errors say
+    where; NaN, Infinity and numbers such as 1e5, which YAML 1.1 reads as strings; an escaped
+    surrogate pair, which YAML refuses).
+
+    ``kubectl get -o json`` output, the usual JSON manifest, is read this way about ten times as
+    fast as through libyaml (docs/performance.md); JSON is YAML, so nothing else changes."""
+    if _NOT_PLAIN.search(text) or _SURROGATE_ESCAPE.search(text):
+        return _NOT_JSON
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_int=_bounded_int,
+            parse_float=_yaml_float,
+            parse_constant=_not_a_yaml_constant,
+        )
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+    return value if _within_depth(value) else _NOT_JSON
+
+
+def _within_depth(root: Any) -> bool:
+    """Whether no list or mapping in ``root`` nests deeper than ``MAX_DEPTH`` levels (no recursion)."""
+    if type(root) is not dict and type(root) is not list:
+        return True
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return True
 
 
 def _documents_apart(name: str, raw: bytes) -> Iterator[tuple[int, Any] | Problem]:
@@ -468,14 +559,16 @@ def objects(doc: Any) -> Iterator[tuple[str, Any]]:
         yield "", doc
 
 
-def load(paths: Iterable[str]) -> Snapshot:
+def load(paths: Iterable[str], cache: ParseCache | None = None) -> Snapshot:
     """Read every object from the given paths into one Snapshot. Never raises for what the files hold.
 
-    Many files are read on two CPUs (``sources/fork.py``); the result is the same either way."""
+    A file whose name and bytes are in ``cache`` is not parsed again; the files that are parsed
+    are read on two CPUs when there are many (``sources/fork.py``). The result is the same
+    either way. The caller saves the cache."""
     files, problems = expand_paths(paths)
     services: dict[tuple[str, str], Service] = {}
     slices: list[EndpointSlice] = []
-    for results in fork.each(files, read_objects):
+    for results in _each_file(files, cache):
         for item in results:
             if isinstance(item, Problem):
                 problems.append(item)
@@ -484,12 +577,50 @@ def load(paths: Iterable[str]) -> Snapshot:
     return Snapshot(tuple(services.values()), tuple(slices), tuple(problems))
 
 
+def _each_file(files: list[str], cache: ParseCache | None) -> Iterator[list[Problem | Parsed]]:
+    """What each file gives, in order: from the cache where its entry is there, parsed otherwise."""
+    if cache is None or not cache.enabled:
+        yield from fork.each(files, read_objects)
+        return
+    found: list[list[Problem | Parsed] | None] = []
+    wanted: list[tuple[str, bytes]] = []  # files to parse, with their bytes (read once)
+    entries: list[bytes] = []
+    for name in files:
+        try:
+            data = read_file(name)
+        except OSError as err:
+            found.append([Problem(Origin(name), "", f"cannot read: {err.strerror or err}")])
+            continue
+        entry = cache_key(name, data)
+        results = cache.get(entry)
+        if results is None:
+            wanted.append((name, data))
+            entries.append(entry)
+        found.append(results)
+    parsed = iter(fork.each(wanted, _parse_item))
+    kept = iter(entries)
+    for results in found:
+        if results is None:
+            results = next(parsed)
+            cache.put(next(kept), results)
+        yield results
+
+
+def _parse_item(item: tuple[str, bytes]) -> list[Problem | Parsed]:
+    return parse_file(*item)
+
+
 def read_objects(name: str) -> list[Problem | Parsed]:
     """What one file gives, in order: each object parsed, and each problem YAML itself found."""
     try:
         data = read_file(name)
     except OSError as err:
         return [Problem(Origin(name), "", f"cannot read: {err.strerror or err}")]
+    return parse_file(name, data)
+
+
+def parse_file(name: str, data: bytes) -> list[Problem | Parsed]:
+    """What the bytes of file ``name`` give, in order: each object parsed, each problem found."""
     out: list[Problem | Parsed] = []
     for item in documents(name, data):
         if isinstance(item, Problem):

@@ -27,6 +27,7 @@ from typing import TypeVar
 MIN_FILES = 256  # below this, forking costs more than it saves
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 
@@ -35,8 +36,10 @@ def usable(count: int) -> bool:
     return count >= MIN_FILES and (os.cpu_count() or 1) > 1 and hasattr(os, "fork") and threading.active_count() == 1
 
 
-def each(names: Sequence[str], read: Callable[[str], T]) -> Iterator[T]:
-    """``read(name)`` for every name, in order; the second half read by a forked child when ``usable``."""
+def each(names: Sequence[A], read: Callable[[A], T]) -> Iterator[T]:
+    """``read(name)`` for every name, in order; the second half read by a forked child when ``usable``.
+
+    A name is a file name, or anything else: the child is a copy of this process, so it has them."""
     if not usable(len(names)):
         yield from map(read, names)
         return
@@ -59,7 +62,7 @@ class _Child:
         self.reader = reader
 
 
-def _start(names: Sequence[str], read: Callable[[str], T]) -> _Child | None:
+def _start(names: Sequence[A], read: Callable[[A], T]) -> _Child | None:
     """Fork a child that reads ``names`` and writes the pickled list of results to a pipe."""
     try:
         reader, writer = os.pipe()

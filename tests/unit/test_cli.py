@@ -470,7 +470,7 @@ def test_one_shot_commands_read_and_write_without_the_cycle_collector(
     """The collector is off while the manifests are read and the kernel written, and on again after."""
     seen: list[bool] = []
     real_load, real_execute = cli.load, kernel.execute
-    monkeypatch.setattr(cli, "load", lambda files: seen.append(gc.isenabled()) or real_load(files))
+    monkeypatch.setattr(cli, "load", lambda files, cache=None: seen.append(gc.isenabled()) or real_load(files, cache))
     monkeypatch.setattr(kernel, "execute", lambda ops: seen.append(gc.isenabled()) or real_execute(ops))
     assert gc.isenabled()
     code, _, err = run(command, "-f", str(EXAMPLES), *NODE)

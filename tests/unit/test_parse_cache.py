@@ -1,0 +1,251 @@
+"""The parse cache: a cached run gives exactly what parsing gives, and a cache is never trusted."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipvsctl.model.k8s import Snapshot
+from ipvsctl.sources import cache as cache_module
+from ipvsctl.sources import files, fork
+from ipvsctl.sources.cache import MAGIC, ParseCache
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}, namespace: ns}}
+spec:
+  clusterIP: 10.96.0.{ip}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: svc-{i}-a, namespace: ns, labels: {{kubernetes.io/service-name: svc-{i}}}}}
+addressType: IPv4
+ports: [{{port: 8080}}]
+endpoints:
+  - addresses: ["10.244.0.{ip}"]
+  - addresses: ["not an address"]
+"""
+
+
+def _write(directory: Path, count: int) -> list[Path]:
+    paths = []
+    for i in range(count):
+        path = directory / f"svc-{i}.yaml"
+        path.write_text(SERVICE.format(i=i, ip=i + 1))
+        paths.append(path)
+    return paths
+
+
+def _run(manifests: Path, state: Path) -> tuple[Snapshot, ParseCache]:
+    cache = ParseCache(state)
+    snapshot = files.load([str(manifests)], cache)
+    cache.save()
+    return snapshot, cache
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    _write(directory, 4)
+    return directory
+
+
+def test_a_cached_run_gives_what_parsing_gives_problems_included(manifests: Path, tmp_path: Path) -> None:
+    parsed = files.load([str(manifests)])
+    assert parsed.problems, "the fixture has a bad endpoint per file, so there are problems to keep"
+    first, cold = _run(manifests, tmp_path / "cache")
+    second, warm = _run(manifests, tmp_path / "cache")
+    assert (cold.hits, cold.misses) == (0, 4)
+    assert (warm.hits, warm.misses) == (4, 0)
+    assert first == parsed and second == parsed
+    assert [str(p) for p in second.problems] == [str(p) for p in parsed.problems]
+
+
+def test_one_changed_byte_is_parsed_again(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    path = manifests / "svc-2.yaml"
+    stat = path.stat()
+    path.write_text(path.read_text().replace("10.96.0.3", "10.96.0.9"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: the content decides
+    snapshot, cache = _run(manifests, tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (3, 1)
+    assert snapshot == files.load([str(manifests)])
+    assert [str(ip) for s in snapshot.services if s.name == "svc-2" for ip in s.cluster_ips] == ["10.96.0.9"]
+
+
+def test_a_renamed_file_is_parsed_again_because_problems_name_the_file(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    (manifests / "svc-0.yaml").rename(manifests / "zzz.yaml")
+    snapshot, cache = _run(manifests, tmp_path / "cache")
+    assert cache.misses == 1
+    assert any("zzz.yaml" in str(p) for p in snapshot.problems)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":
+        middle = len(data) - 10
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+    elif how == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("truncated", "damaged"),
+        ("flipped", "damaged"),
+        ("garbage", "not a parse cache"),
+    ],
+)
+def test_a_damaged_cache_is_ignored_with_a_note(manifests: Path, tmp_path: Path, how: str, reason: str) -> None:
+    _run(manifests, tmp_path / "cache")
+    _damage(tmp_path / "cache" / "parse.pickle", how)
+    snapshot, cache = _run(manifests, tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (0, 4)
+    assert len(cache.notes) == 1 and reason in cache.notes[0]
+    assert snapshot == files.load([str(manifests)])
+    _, again = _run(manifests, tmp_path / "cache")  # rebuilt by the run that ignored it
+    assert (again.hits, again.notes) == (4, [])
+
+
+def test_an_empty_cache_file_is_ignored(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    _damage(tmp_path / "cache" / "parse.pickle", "empty")
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert cache.hits == 0 and cache.notes
+
+
+def test_another_version_or_code_is_ignored(manifests: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(manifests, tmp_path / "cache")
+    monkeypatch.setattr(cache_module, "__version__", "99.0.0")
+    snapshot, cache = _run(manifests, tmp_path / "cache")
+    assert cache.hits == 0
+    assert "another ipvsctl version" in cache.notes[0]
+    assert snapshot == files.load([str(manifests)])
+
+
+def _forged(path: Path, payload: bytes) -> None:
+    """A cache file with a valid header and checksum around ``payload``: only the unpickler stands."""
+    code = cache_module.code_digest()
+    checksum = cache_module.hashlib.blake2b(payload, digest_size=32).digest()
+    path.write_bytes(MAGIC + code + checksum + payload)
+    path.chmod(0o600)
+
+
+class _Boom:
+    """Unpickled by a plain unpickler, this creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_forged_cache_cannot_run_code(manifests: Path, tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    marker = tmp_path / "exploited"
+    _forged(tmp_path / "cache" / "parse.pickle", pickle.dumps({b"k": [_Boom(marker)]}))
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert not marker.exists()
+    assert cache.hits == 0 and "not a parsed value" in cache.notes[0]
+
+
+def test_a_cache_of_the_wrong_shape_is_ignored(manifests: Path, tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    _forged(tmp_path / "cache" / "parse.pickle", pickle.dumps([1, 2, 3]))
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert cache.hits == 0 and "not a mapping" in cache.notes[0]
+
+
+def test_a_cache_others_may_write_is_not_read(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    (tmp_path / "cache" / "parse.pickle").chmod(0o666)
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert cache.hits == 0 and "writable by no one else" in cache.notes[0]
+
+
+def test_the_cache_file_is_private(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "cache" / "parse.pickle").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unwritable_cache_directory_costs_nothing(manifests: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    snapshot, cache = _run(manifests, blocker / "cache")  # a directory under a file: cannot be made
+    assert snapshot == files.load([str(manifests)])
+    assert cache.unsaved and "not written" in cache.unsaved
+
+
+def test_no_cache_reads_and_writes_nothing(manifests: Path, tmp_path: Path) -> None:
+    cache = ParseCache(None)
+    assert files.load([str(manifests)], cache) == files.load([str(manifests)])
+    cache.save()
+    assert not cache.enabled and cache.hits == 0
+
+
+def test_the_cache_holds_only_the_last_runs_files(manifests: Path, tmp_path: Path) -> None:
+    _run(manifests, tmp_path / "cache")
+    (manifests / "svc-3.yaml").unlink()
+    _run(manifests, tmp_path / "cache")
+    (manifests / "svc-3.yaml").write_text(SERVICE.format(i=3, ip=4))
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert (cache.hits, cache.misses) == (3, 1)
+
+
+def test_parsing_on_two_cpus_fills_the_cache_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fork, "usable", lambda count: count >= 2)
+    directory = tmp_path / "many"
+    directory.mkdir()
+    _write(directory, 9)
+    sequential = files.load([str(directory)])
+    first, _ = _run(directory, tmp_path / "cache")
+    second, warm = _run(directory, tmp_path / "cache")
+    assert first == sequential and second == sequential and warm.hits == 9
+
+
+WRITER = """
+import sys
+from ipvsctl.sources import files
+from ipvsctl.sources.cache import ParseCache
+manifests, state, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(rounds):
+    cache = ParseCache(__import__("pathlib").Path(state))
+    files.load([manifests], cache)
+    if cache.notes:
+        print("NOTE", cache.notes)
+    cache._old = {}  # write every round, as a changed input would
+    cache.misses += 1
+    cache.save()
+"""
+
+
+def test_two_processes_at_once_never_tear_the_cache(tmp_path: Path) -> None:
+    """Two writers, each rewriting the cache 30 times while reading it: no reader ever sees a torn
+    file (it would note it as damaged), and what is left is a whole cache."""
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    _write(directory, 40)
+    state = tmp_path / "cache"
+    argv = [sys.executable, "-c", WRITER, str(directory), str(state), "30"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert "NOTE" not in "".join(outputs), outputs
+    _, cache = _run(directory, state)
+    assert (cache.hits, cache.notes) == (40, [])
+    assert not [p for p in state.iterdir() if p.name != "parse.pickle"], "temporary files left behind"
