@@ -29,17 +29,16 @@ import typer
 
 from ipvsctl import logs
 from ipvsctl.apply import Result, observe, sync
+from ipvsctl.cache import ParseCache, TranslationCache
 from ipvsctl.entry import version_text
 from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
 from ipvsctl.model.desired import Desired, Owner
 from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, VirtualServerState, address_sort_key
-from ipvsctl.model.k8s import Snapshot
 from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
 from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
 from ipvsctl.settings import Settings
-from ipvsctl.sources.cache import ParseCache
-from ipvsctl.sources.files import load
+from ipvsctl.sources.files import load, load_inputs, read_inputs
 from ipvsctl.state import Store
 from ipvsctl.translate import translate
 
@@ -254,16 +253,28 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_manifests(files: list[str], *, cached: bool) -> Snapshot:
-    """The manifests' objects, unchanged files from the parse cache (docs/operations.md)."""
-    cache = ParseCache(CTX.state_dir / "cache" if cached else None)
-    snapshot = load(files, cache)
-    for note in cache.notes:
-        logs.get().warning("parse cache ignored", reason=note)
-    cache.save()
-    if cache.unsaved:
-        logs.get().debug("parse cache not written", reason=cache.unsaved)
-    return snapshot
+def translated(files: list[str], settings: Settings, *, cached: bool) -> Desired:
+    """The manifests translated; with ``cached``, the last run's translation when no file and no
+    setting changed, and unchanged files from the parse cache otherwise (docs/operations.md)."""
+    if not cached:
+        return translate(load(files), settings)
+    directory = CTX.state_dir / "cache"
+    parse_cache = ParseCache(directory)
+    translations = TranslationCache(directory, parse_cache.code)
+    inputs = read_inputs(files)
+    key = translations.key(inputs.digest, settings)
+    desired = translations.get(key)
+    if not isinstance(desired, Desired):
+        desired = translate(load_inputs(inputs, parse_cache), settings)
+        parse_cache.save()
+        translations.put(key, desired)
+    log = logs.get()
+    for note in parse_cache.notes + translations.notes:
+        log.warning("cache ignored", reason=note)
+    for unsaved in (parse_cache.unsaved, translations.unsaved):
+        if unsaved:
+            log.debug("cache not written", reason=unsaved)
+    return desired
 
 
 @collector_paused()
@@ -279,7 +290,7 @@ def reconcile(
     else:
         if not settings.node_ips:
             settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
-        desired = translate(read_manifests(files, cached=cached), settings)
+        desired = translated(files, settings, cached=cached)
     seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
     try:
         result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)

@@ -24,6 +24,7 @@ manifests can be given.
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import json
 import os
@@ -48,11 +49,11 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from ipvsctl.cache import ParseCache
+from ipvsctl.cache import key as cache_key
 from ipvsctl.errors import InputError, Origin, Problem
 from ipvsctl.model.k8s import EndpointSlice, Service, Snapshot
 from ipvsctl.sources import fork, parse
-from ipvsctl.sources.cache import ParseCache
-from ipvsctl.sources.cache import key as cache_key
 from ipvsctl.sources.parse import Node, display, parse_endpoint_slice, parse_endpoints, parse_service
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # 16 MiB: >10,000 Services with their endpoints in one file
@@ -559,16 +560,60 @@ def objects(doc: Any) -> Iterator[tuple[str, Any]]:
         yield "", doc
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The manifest files of one run, read: each file's name with its bytes (or why it could not be
+    read) and its cache key, plus the paths that named nothing."""
+
+    files: tuple[tuple[str, bytes | Problem, bytes], ...]
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def digest(self) -> bytes:
+        """One digest of everything the run reads: changes when any file, name or problem does."""
+        digest = hashlib.blake2b(digest_size=32)
+        for _, data, entry in self.files:
+            digest.update(entry if not isinstance(data, Problem) else str(data).encode("utf-8", "surrogateescape"))
+        for problem in self.problems:
+            digest.update(str(problem).encode("utf-8", "surrogateescape"))
+        return digest.digest()
+
+
+def read_inputs(paths: Iterable[str]) -> Inputs:
+    """Every file the paths give, read (each once: what is digested is what gets parsed)."""
+    names, problems = expand_paths(paths)
+    files: list[tuple[str, bytes | Problem, bytes]] = []
+    for name in names:
+        try:
+            data = read_file(name)
+        except OSError as err:
+            files.append((name, Problem(Origin(name), "", f"cannot read: {err.strerror or err}"), b""))
+            continue
+        files.append((name, data, cache_key(name, data)))
+    return Inputs(tuple(files), tuple(problems))
+
+
 def load(paths: Iterable[str], cache: ParseCache | None = None) -> Snapshot:
     """Read every object from the given paths into one Snapshot. Never raises for what the files hold.
 
     A file whose name and bytes are in ``cache`` is not parsed again; the files that are parsed
     are read on two CPUs when there are many (``sources/fork.py``). The result is the same
     either way. The caller saves the cache."""
-    files, problems = expand_paths(paths)
+    if cache is None or not cache.enabled:
+        files, problems = expand_paths(paths)
+        return _snapshot(fork.each(files, read_objects), problems)
+    return load_inputs(read_inputs(paths), cache)
+
+
+def load_inputs(inputs: Inputs, cache: ParseCache) -> Snapshot:
+    """``load`` for files already read."""
+    return _snapshot(_each_file(inputs, cache), list(inputs.problems))
+
+
+def _snapshot(each: Iterable[list[Problem | Parsed]], problems: list[Problem]) -> Snapshot:
     services: dict[tuple[str, str], Service] = {}
     slices: list[EndpointSlice] = []
-    for results in _each_file(files, cache):
+    for results in each:
         for item in results:
             if isinstance(item, Problem):
                 problems.append(item)
@@ -577,21 +622,15 @@ def load(paths: Iterable[str], cache: ParseCache | None = None) -> Snapshot:
     return Snapshot(tuple(services.values()), tuple(slices), tuple(problems))
 
 
-def _each_file(files: list[str], cache: ParseCache | None) -> Iterator[list[Problem | Parsed]]:
+def _each_file(inputs: Inputs, cache: ParseCache) -> Iterator[list[Problem | Parsed]]:
     """What each file gives, in order: from the cache where its entry is there, parsed otherwise."""
-    if cache is None or not cache.enabled:
-        yield from fork.each(files, read_objects)
-        return
     found: list[list[Problem | Parsed] | None] = []
-    wanted: list[tuple[str, bytes]] = []  # files to parse, with their bytes (read once)
+    wanted: list[tuple[str, bytes]] = []
     entries: list[bytes] = []
-    for name in files:
-        try:
-            data = read_file(name)
-        except OSError as err:
-            found.append([Problem(Origin(name), "", f"cannot read: {err.strerror or err}")])
+    for name, data, entry in inputs.files:
+        if isinstance(data, Problem):
+            found.append([data])
             continue
-        entry = cache_key(name, data)
         results = cache.get(entry)
         if results is None:
             wanted.append((name, data))

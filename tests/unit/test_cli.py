@@ -467,10 +467,13 @@ def test_a_rejected_endpoint_slice_keeps_its_service_as_the_kernel_has_it(kernel
 def test_one_shot_commands_read_and_write_without_the_cycle_collector(
     kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
-    """The collector is off while the manifests are read and the kernel written, and on again after."""
+    """The collector is off while the manifests are read and translated and the kernel written,
+    and on again after."""
     seen: list[bool] = []
-    real_load, real_execute = cli.load, kernel.execute
-    monkeypatch.setattr(cli, "load", lambda files, cache=None: seen.append(gc.isenabled()) or real_load(files, cache))
+    real_translate, real_execute = cli.translate, kernel.execute
+    monkeypatch.setattr(
+        cli, "translate", lambda snapshot, settings: seen.append(gc.isenabled()) or real_translate(snapshot, settings)
+    )
     monkeypatch.setattr(kernel, "execute", lambda ops: seen.append(gc.isenabled()) or real_execute(ops))
     assert gc.isenabled()
     code, _, err = run(command, "-f", str(EXAMPLES), *NODE)

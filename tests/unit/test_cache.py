@@ -1,19 +1,27 @@
-"""The parse cache: a cached run gives exactly what parsing gives, and a cache is never trusted."""
+"""The parse and translation caches: a cached run gives exactly what an uncached one gives, and a
+cache is never trusted."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from ipvsctl import cache as cache_module
+from ipvsctl import cli
+from ipvsctl.cache import MAGIC, ParseCache, TranslationCache
+from ipvsctl.kernel.memory import MemoryKernel
+from ipvsctl.model.desired import Desired
 from ipvsctl.model.k8s import Snapshot
-from ipvsctl.sources import cache as cache_module
+from ipvsctl.settings import Settings
 from ipvsctl.sources import files, fork
-from ipvsctl.sources.cache import MAGIC, ParseCache
 
 SERVICE = """apiVersion: v1
 kind: Service
@@ -106,7 +114,7 @@ def _damage(path: Path, how: str) -> None:
     [
         ("truncated", "damaged"),
         ("flipped", "damaged"),
-        ("garbage", "not a parse cache"),
+        ("garbage", "not an ipvsctl cache"),
     ],
 )
 def test_a_damaged_cache_is_ignored_with_a_note(manifests: Path, tmp_path: Path, how: str, reason: str) -> None:
@@ -160,7 +168,7 @@ def test_a_forged_cache_cannot_run_code(manifests: Path, tmp_path: Path) -> None
     _forged(tmp_path / "cache" / "parse.pickle", pickle.dumps({b"k": [_Boom(marker)]}))
     _, cache = _run(manifests, tmp_path / "cache")
     assert not marker.exists()
-    assert cache.hits == 0 and "not a parsed value" in cache.notes[0]
+    assert cache.hits == 0 and "not a cached value" in cache.notes[0]
 
 
 def test_a_cache_of_the_wrong_shape_is_ignored(manifests: Path, tmp_path: Path) -> None:
@@ -221,7 +229,7 @@ def test_parsing_on_two_cpus_fills_the_cache_in_file_order(tmp_path: Path, monke
 WRITER = """
 import sys
 from ipvsctl.sources import files
-from ipvsctl.sources.cache import ParseCache
+from ipvsctl.cache import ParseCache
 manifests, state, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for _ in range(rounds):
     cache = ParseCache(__import__("pathlib").Path(state))
@@ -249,3 +257,85 @@ def test_two_processes_at_once_never_tear_the_cache(tmp_path: Path) -> None:
     _, cache = _run(directory, state)
     assert (cache.hits, cache.notes) == (40, [])
     assert not [p for p in state.iterdir() if p.name != "parse.pickle"], "temporary files left behind"
+
+
+# The translation cache, through the CLI: what `diff` and `apply` see.
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NODE = ("--node-ip", "192.0.2.10")
+
+
+@pytest.fixture
+def cli_kernel(monkeypatch: pytest.MonkeyPatch) -> MemoryKernel:
+    kernel = MemoryKernel(node_addresses=[ipaddress.ip_address("192.0.2.10")])
+    monkeypatch.setattr(cli, "KERNEL_FACTORY", lambda interface: kernel)
+    return kernel
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _counting_translations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = cli.translate
+    monkeypatch.setattr(cli, "translate", lambda snapshot, settings: calls.append(1) or real(snapshot, settings))
+    return calls
+
+
+def test_an_unchanged_run_is_not_translated_again(
+    cli_kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Same files, same settings: the second diff takes the last translation; its output, problems
+    and exit code are those of a run without the cache."""
+    manifests = tmp_path / "m"
+    shutil.copytree(EXAMPLES, manifests)
+    (manifests / "bad.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec: {ports: 7}\n")
+    calls = _counting_translations(monkeypatch)
+    first = _invoke("diff", "-f", str(manifests), *NODE)
+    second = _invoke("diff", "-f", str(manifests), *NODE)
+    uncached = _invoke("diff", "-f", str(manifests), *NODE, "--no-cache")
+    assert len(calls) == 2, "the cached second run translated again"
+    assert first[0] == 3 and first == second == uncached  # exit 3: the bad Service; changes listed too
+    assert "bad.yaml" in second[2]
+
+
+def test_a_changed_setting_or_file_is_translated_again(
+    cli_kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    manifests = tmp_path / "m"
+    shutil.copytree(EXAMPLES, manifests)
+    calls = _counting_translations(monkeypatch)
+    _invoke("diff", "-f", str(manifests), *NODE)
+    _, out, _ = _invoke("diff", "-f", str(manifests), *NODE, "--scheduler", "wlc")
+    assert len(calls) == 2 and "scheduler=wlc" in out
+    web = manifests / "web.yaml"
+    web.write_text(web.read_text().replace("198.51.100.10", "198.51.100.99"))
+    _, out, _ = _invoke("diff", "-f", str(manifests), *NODE, "--scheduler", "wlc")
+    assert len(calls) == 3 and "198.51.100.99" in out
+    _invoke("apply", "-f", str(manifests), *NODE, "--scheduler", "wlc")
+    assert _invoke("diff", "-f", str(manifests), *NODE, "--scheduler", "wlc")[0] == 0
+    assert len(calls) == 3, "apply and the diff after it took the translation from the cache"
+
+
+def test_a_damaged_translation_is_ignored_with_a_warning(
+    cli_kernel: MemoryKernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("IPVSCTL_STATE_DIR", str(state))
+    first = _invoke("diff", "-f", str(EXAMPLES), *NODE)
+    _damage(state / "cache" / "translation.pickle", "flipped")
+    code, out, err = _invoke("diff", "-f", str(EXAMPLES), *NODE)
+    assert (code, out) == first[:2]
+    assert "cache ignored" in err and "translation.pickle" in err and "damaged" in err
+
+
+def test_a_translation_for_another_input_is_not_used(tmp_path: Path) -> None:
+    cache = TranslationCache(tmp_path)
+    cache.put(b"k" * 32, Desired())
+    assert TranslationCache(tmp_path).get(b"k" * 32) == Desired()
+    assert TranslationCache(tmp_path).get(b"x" * 32) is None
+    assert TranslationCache.key(b"a", Settings(scheduler="rr")) != TranslationCache.key(b"a", Settings(scheduler="wlc"))
