@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ipvsctl import logs
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, Owner
 from ipvsctl.model.ipvs import Protocol, RealKey, ServiceKey
@@ -137,6 +136,8 @@ def flush_udp_conntrack(
         if on_flush is not None:
             on_flush(n)
         if n > 0:
+            from ipvsctl import logs  # here: a diff never deletes, and never loads the logging library
+
             logs.get().info("conntrack entries deleted", service=str(key), real=str(real) if real else "any", count=n)
 
 

@@ -14,31 +14,29 @@ Exit codes (every verb):
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ipvsctl import logs
-from ipvsctl.apply import Result, observe, sync
-from ipvsctl.cache import ParseCache, TranslationCache
+from ipvsctl import logs, oneshot
+from ipvsctl.apply import Result
 from ipvsctl.entry import version_text
 from ipvsctl.errors import LockBusy, Problem, StateError
 from ipvsctl.kernel.base import Kernel, KernelUnavailable
 from ipvsctl.model.desired import Desired, Owner
-from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, VirtualServerState, address_sort_key
+from ipvsctl.model.ipvs import SCHEDULERS, IPAddress, VirtualServerState
 from ipvsctl.model.ops import DeleteService, Operation, UnbindAddress
+from ipvsctl.oneshot import collector_paused
 from ipvsctl.render import render_diff, render_json, render_table, render_yaml, rows
 from ipvsctl.settings import Settings
-from ipvsctl.sources.files import load, load_inputs, read_inputs
+from ipvsctl.sources.files import load
 from ipvsctl.state import Store
 from ipvsctl.translate import translate
 
@@ -236,67 +234,20 @@ def locked(store: Store, timeout: float) -> Iterator[None]:
         raise fail(EXIT_STATE, str(err)) from None
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off for one pass of a one-shot command (apply, diff, validate).
-
-    Reading, translating and planning 10,000 Services allocates millions of objects that all
-    live to the end, and the collector's full passes walk them again and again (on the host,
-    ``plan`` at 10,000 took 0.93 s with it and 0.28 s without) to find almost nothing: 477
-    objects in cycles over that whole run. The agent, which runs for months, keeps it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+def log_note(level: str, event: str, reason: str) -> None:
+    getattr(logs.get(), level)(event, reason=reason)
 
 
-def translated(files: list[str], settings: Settings, *, cached: bool) -> Desired:
-    """The manifests translated; with ``cached``, the last run's translation when no file and no
-    setting changed, and unchanged files from the parse cache otherwise (docs/operations.md)."""
-    if not cached:
-        return translate(load(files), settings)
-    directory = CTX.state_dir / "cache"
-    parse_cache = ParseCache(directory)
-    translations = TranslationCache(directory, parse_cache.code)
-    inputs = read_inputs(files)
-    key = translations.key(inputs.digest, settings)
-    desired = translations.get(key)
-    if not isinstance(desired, Desired):
-        desired = translate(load_inputs(inputs, parse_cache), settings)
-        parse_cache.save()
-        translations.put(key, desired)
-    log = logs.get()
-    for note in parse_cache.notes + translations.notes:
-        log.warning("cache ignored", reason=note)
-    for unsaved in (parse_cache.unsaved, translations.unsaved):
-        if unsaved:
-            log.debug("cache not written", reason=unsaved)
-    return desired
-
-
-@collector_paused()
 def reconcile(
     files: list[str] | None, settings: Settings, kernel: Kernel, *, dry_run: bool, cached: bool = True
 ) -> tuple[Desired, Result]:
-    """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them."""
-    started = time.perf_counter()
-    observed = observe(kernel)  # read once: it also gives the default node addresses
-    read = time.perf_counter()
-    if files is None:
-        desired = Desired()
-    else:
-        if not settings.node_ips:
-            settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
-        desired = translated(files, settings, cached=cached)
-    seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
+    """oneshot.reconcile, its record failures as exit 6."""
     try:
-        result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
+        return oneshot.reconcile(
+            files, settings, kernel, log_note, dry_run=dry_run, cache_dir=CTX.state_dir / "cache" if cached else None
+        )
     except StateError as err:
         raise fail(EXIT_STATE, str(err)) from None
-    return desired, replace(result, seconds={**seconds, **result.seconds})
 
 
 def make_settings(

@@ -1,4 +1,5 @@
-"""The `ipvsctl` console script: `ipvsctl version` is answered before the CLI framework loads.
+"""The `ipvsctl` console script: `ipvsctl version`, and `diff` (``quick.py``), are answered
+before the CLI framework loads.
 
 Importing the CLI (typer, click, structlog and the pipeline) costs about 0.2 s on a host and
 seconds in an emulated VM; a version query, which scripts and health probes run often, needs
@@ -20,6 +21,13 @@ def main() -> None:
     if sys.argv[1:] in (["version"], ["--version"]):
         sys.stdout.write(version_text() + "\n")
         return
+    if "diff" in sys.argv[1:]:
+        from ipvsctl import quick
+
+        code = quick.main(sys.argv[1:])
+        if code is not None:
+            sys.stdout.flush()
+            sys.exit(code)
     from ipvsctl.cli import main as cli_main
 
     cli_main()

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ipvsctl import cache as cache_module
-from ipvsctl import cli
+from ipvsctl import cli, oneshot
 from ipvsctl.cache import MAGIC, ParseCache, TranslationCache
 from ipvsctl.kernel.memory import MemoryKernel
 from ipvsctl.model.desired import Desired
@@ -281,8 +281,8 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 
 def _counting_translations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = cli.translate
-    monkeypatch.setattr(cli, "translate", lambda snapshot, settings: calls.append(1) or real(snapshot, settings))
+    real = oneshot.translate
+    monkeypatch.setattr(oneshot, "translate", lambda snapshot, settings: calls.append(1) or real(snapshot, settings))
     return calls
 
 

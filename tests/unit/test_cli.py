@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ipvsctl import cli
+from ipvsctl import cli, oneshot
 from ipvsctl.colour import YELLOW, paint, strip
 from ipvsctl.kernel.base import KernelUnavailable
 from ipvsctl.kernel.memory import MemoryKernel
@@ -470,10 +470,13 @@ def test_one_shot_commands_read_and_write_without_the_cycle_collector(
     """The collector is off while the manifests are read and translated and the kernel written,
     and on again after."""
     seen: list[bool] = []
-    real_translate, real_execute = cli.translate, kernel.execute
-    monkeypatch.setattr(
-        cli, "translate", lambda snapshot, settings: seen.append(gc.isenabled()) or real_translate(snapshot, settings)
-    )
+    real_translate, real_execute = oneshot.translate, kernel.execute
+    for module in (cli, oneshot):  # validate translates in cli, apply and diff in oneshot
+        monkeypatch.setattr(
+            module,
+            "translate",
+            lambda snapshot, settings: seen.append(gc.isenabled()) or real_translate(snapshot, settings),
+        )
     monkeypatch.setattr(kernel, "execute", lambda ops: seen.append(gc.isenabled()) or real_execute(ops))
     assert gc.isenabled()
     code, _, err = run(command, "-f", str(EXAMPLES), *NODE)
@@ -484,13 +487,13 @@ def test_one_shot_commands_read_and_write_without_the_cycle_collector(
 
 
 def test_collector_paused_restores_what_it_found() -> None:
-    with pytest.raises(RuntimeError), cli.collector_paused():
+    with pytest.raises(RuntimeError), oneshot.collector_paused():
         assert not gc.isenabled()
         raise RuntimeError
     assert gc.isenabled()
     gc.disable()
     try:
-        with cli.collector_paused():
+        with oneshot.collector_paused():
             pass
         assert not gc.isenabled()
     finally:
