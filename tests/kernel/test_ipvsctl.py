@@ -338,3 +338,62 @@ def test_a_dummy_interface_left_down_is_set_up(ipvsctl: Ipvsctl, client: Client)
     flags = subprocess.run(["ip", "-o", "link", "show", "ipvsctl0"], capture_output=True, text=True, check=True)
     assert ",UP" in flags.stdout.split(">")[0], flags.stdout
     assert sorted(client.requests("10.96.7.1", 80, 4)) == ["be1", "be1", "be2", "be2"]
+
+
+def _json_service(name: str, vip: str, backends: list[str]) -> str:
+    """A Service and its EndpointSlice as `kubectl get -o json` prints them: one List."""
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "t"},
+            "spec": {"clusterIP": vip, "ports": [{"name": "p", "protocol": "TCP", "port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-1", "namespace": "t", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "p", "protocol": "TCP", "port": 8080}],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in backends],
+        },
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=4)
+
+
+def test_cached_diff_and_json_manifests_on_the_real_kernel(ipvsctl: Ipvsctl, ipvsadm: str, client: Client) -> None:
+    """The console script on JSON manifests: apply, then `diff` (the quick path, translation from
+    the cache) is empty; a weight changed behind ipvsctl's back still shows, and apply restores
+    it; a manifest change shows and applies; a damaged cache is ignored with a warning."""
+    exe = Path(sys.executable).with_name("ipvsctl")
+    base = [str(exe), "--state-dir", str(ipvsctl.state)]
+    node = ["-f", str(ipvsctl.manifests), "--node-ip", NODE_CLIENT_V4, "--node-name", "node-a"]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, done.stderr
+
+    (ipvsctl.manifests / "web.json").write_text(_json_service("web", "198.51.100.60", [BE["be1"], BE["be2"]]))
+    code, _, err = run("apply", *node)
+    assert code == 0, err
+    assert sorted(client.requests("198.51.100.60", 80, 4)) == ["be1", "be1", "be2", "be2"]
+    assert run("diff", *node)[:2] == (0, "")
+    assert (ipvsctl.state / "cache" / "translation.pickle").exists()
+
+    vip, be1 = "198.51.100.60:80", f"{BE['be1']}:8080"
+    subprocess.run([ipvsadm, "-e", "-t", vip, "-r", be1, "-m", "-w", "5"], check=True)
+    code, out, err = run("diff", *node)
+    assert code == 1 and BE["be1"] in out and "weight" in out, out + err
+    assert run("apply", *node)[0] == 0
+    assert f"-a -t {vip} -r {be1} -m -w 1" in ipvsadm_rules(ipvsadm)
+
+    (ipvsctl.manifests / "web.json").write_text(_json_service("web", "198.51.100.60", [BE["be1"]]))
+    code, out, err = run("diff", *node)
+    assert code == 1 and BE["be2"] in out, out + err
+    assert run("apply", *node)[0] == 0
+    assert client.requests("198.51.100.60", 80, 3) == ["be1", "be1", "be1"]
+
+    cached = ipvsctl.state / "cache" / "translation.pickle"
+    cached.write_bytes(cached.read_bytes()[:-7])
+    code, out, err = run("diff", *node)
+    assert (code, out) == (0, "") and "cache ignored" in err and "damaged" in err, err
