@@ -269,6 +269,35 @@ def list_ipvsadm(repeats: int = 3) -> Timing:
     return Timing(tuple(samples))
 
 
+def diff_process(
+    ipvsctl: Sequence[str], state_dir: Path, manifests: Path, env: Mapping[str, str], repeats: int = 3
+) -> Timing:
+    """``ipvsctl diff`` as a whole process on the state the cold apply left, as a user or a
+    monitoring script runs it: after that apply its caches are warm. Each run must exit 0 and
+    print nothing (nothing to change)."""
+    argv = [*ipvsctl, "--state-dir", str(state_dir), "diff", "-f", str(manifests)]
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=3600, check=False)
+        samples.append(time.perf_counter() - started)
+        if proc.returncode != 0 or proc.stdout:
+            out = (proc.stdout + proc.stderr).decode(errors="replace")
+            return failed(f"ipvsctl diff exited {proc.returncode} on an unchanged kernel: {tail(out)}")
+    return Timing(tuple(samples))
+
+
+def version_process(ipvsctl: Sequence[str], env: Mapping[str, str], repeats: int = 5) -> Timing:
+    """``ipvsctl version`` as a whole process."""
+    samples = []
+    for _ in range(repeats):
+        timing = timed_process([*ipvsctl, "version"], env=env, timeout=600)
+        if not timing.ok:
+            return timing
+        samples.extend(timing.samples)
+    return Timing(tuple(samples))
+
+
 def dump_diff(state_dir: Path, manifests: Path, repeats: int = 3) -> tuple[Timing, Timing]:
     """ipvsctl's full read of the kernel and its diff against the desired state, two ways:
 

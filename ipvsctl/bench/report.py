@@ -94,7 +94,13 @@ def cell(timing: Timing) -> str:
 def floor_value(floor: Floor) -> str:
     if floor.value is None:
         return NONE
-    return f"{floor.value:.1f} MB" if floor.unit == "MB" else times(floor.value)
+    if floor.unit == "MB":
+        return f"{floor.value:.1f} MB"
+    return f"{floor.value:.3f} s" if floor.unit == "s" else times(floor.value)
+
+
+def floor_limit(floor: Floor) -> str:
+    return f"≤ {floor.limit:g}" + {"MB": " MB", "s": " s"}.get(floor.unit, TIMES)
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -175,7 +181,8 @@ def results_section(results: Results) -> str:
         "periodic resync runs it (virtual servers whose `/proc/net/ip_vs` lines have not changed since its "
         "last resync are not asked for again, but for one in 8 in turn; real servers the kernel reports "
         "unchanged are not decoded again), and `observe` + `plan` on a fresh connection, which decodes "
-        "every destination:",
+        "every destination; and `ipvsctl diff` as a whole process on the state the cold apply left (its "
+        "caches warm, as a user finds them after an apply), which must print nothing:",
         "",
         _per_size(
             results,
@@ -186,6 +193,9 @@ def results_section(results: Results) -> str:
                 ("dump+diff, fresh", lambda s: cell(s.dump_diff_fresh_ipvsctl)),
                 ("fresh / ipvsadm", _ratio("dump_diff_fresh_ipvsctl", "list_ipvsadm")),
                 ("agent's first full sync", lambda s: cell(s.agent_first_full_sync)),
+                ("ipvsctl diff, whole process", lambda s: cell(s.diff_ipvsctl)),
+                ("diff / ipvsadm -Ln", _ratio("diff_ipvsctl", "list_ipvsadm")),
+                ("ipvsctl version, whole process", lambda s: cell(s.version_ipvsctl)),
             ],
         ),
         "",
@@ -227,10 +237,7 @@ def results_section(results: Results) -> str:
 
 def floors_section(results: Results) -> str:
     floors = check(results.sizes)
-    rows = [
-        [f.name, f.where, floor_value(f), f"≤ {f.limit:g}{' MB' if f.unit == 'MB' else TIMES}", f.verdict]
-        for f in floors
-    ]
+    rows = [[f.name, f.where, floor_value(f), floor_limit(f), f.verdict] for f in floors]
     text = table(["floor", "at", "measured", "limit", "result"], rows)
     if any(f.provisional for f in floors):
         text += (

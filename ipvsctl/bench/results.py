@@ -52,6 +52,8 @@ class Size:
     cold_ipvsadm: Timing = field(default_factory=Timing)
     cold_keepalived: Timing = field(default_factory=Timing)
     list_ipvsadm: Timing = field(default_factory=Timing)  # ipvsadm -Ln
+    diff_ipvsctl: Timing = field(default_factory=Timing)  # `ipvsctl diff` as a whole process, no-op, caches warm
+    version_ipvsctl: Timing = field(default_factory=Timing)  # `ipvsctl version` as a whole process
     dump_diff_ipvsctl: Timing = field(default_factory=Timing)  # the agent's full resync (Engine.resync)
     # observe() + plan() on a fresh kernel connection, so every destination is decoded
     dump_diff_fresh_ipvsctl: Timing = field(default_factory=Timing)

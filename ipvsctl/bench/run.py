@@ -172,6 +172,8 @@ def measure_size(n: int, workdir: Path, env: dict[str, str]) -> Size:
     size = replace(
         size,
         list_ipvsadm=took("ipvsadm -Ln", measure.list_ipvsadm()),
+        diff_ipvsctl=took("ipvsctl diff (whole process)", measure.diff_process(ipvsctl, state_dir, manifests, env)),
+        version_ipvsctl=took("ipvsctl version (whole process)", measure.version_process(ipvsctl, env)),
     )
     warm, fresh = measure.dump_diff(state_dir, manifests)
     size = replace(

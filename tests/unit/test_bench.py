@@ -190,6 +190,8 @@ def sample_size(n: int, scale: float, *, keepalived_error: str | None = None) ->
         flip_agent_end_to_end=Timing((0.2,) * 5),
         agent_first_full_sync=Timing((0.5 * scale,)),
         agent_peak_rss_bytes=int(40e6 * scale**0.3),
+        diff_ipvsctl=Timing((0.06 * scale, 0.08 * scale, 0.07 * scale)),
+        version_ipvsctl=Timing((0.05,) * 5),
     )
 
 
@@ -212,8 +214,12 @@ def test_results_survive_json() -> None:
 def test_floors_pass_and_fail() -> None:
     sizes = (sample_size(100, 1), sample_size(1000, 10), sample_size(10_000, 100))
     floors = {f.name.split(":")[0]: f for f in check(sizes)}
-    assert floors["cold programming"].value == pytest.approx(0.1)
+    assert floors["cold programming"].value == pytest.approx(0.02)  # the programming phase
     assert floors["cold programming"].passed is True
+    assert floors["cold apply"].value == pytest.approx(0.25) and floors["cold apply"].passed is True
+    assert floors["agent start"].value == pytest.approx(1.25) and floors["agent start"].passed is False
+    assert floors["no-op diff"].value == pytest.approx(0.07 / 0.06)
+    assert floors["ipvsctl version"].value == pytest.approx(0.05) and floors["ipvsctl version"].passed is True
     assert floors["no-op resync"].value == pytest.approx(0.5)
     assert floors["no-op resync"].where == "N=10,000"
     assert floors["endpoint flip"].value == pytest.approx(0.8)
@@ -236,11 +242,12 @@ def test_flip_flatness_is_growth_over_the_smallest_size() -> None:
 
 def test_a_short_run_is_provisional_and_a_failed_measure_not_measured() -> None:
     slow = sample_size(1000, 10)
-    slow = replace(slow, cold_ipvsctl=failed("mismatch"))
+    slow = replace(slow, cold_ipvsctl=failed("mismatch"), cold_ipvsctl_program=failed("mismatch"))
     floors = {f.name.split(":")[0]: f for f in check((sample_size(100, 1), slow))}
     assert floors["cold programming"].passed is None and floors["cold programming"].verdict == "not measured"
     assert floors["no-op resync"].provisional and floors["no-op resync"].where == "N=1,000"
     assert floors["no-op resync"].verdict == "pass (provisional)"
+    assert floors["cold apply"].verdict == "not measured"
 
 
 def test_report_tables_and_document(tmp_path: Path) -> None:
@@ -264,10 +271,11 @@ def test_report_tables_and_document(tmp_path: Path) -> None:
     assert "N=1,000, cold: keepalived: kernel state differs" in sections["results"]
     assert "| host CPU | Test CPU, 2 cores |" in sections["machine"]
     floors = {row.split(" | ")[0].lstrip("| "): row for row in sections["floors"].splitlines()}
-    assert floors["agent peak RSS"].endswith("| N=1,000 | 150.0 MB | ≤ 100 MB | FAIL (provisional) |")
-    assert floors["cold programming: ipvsctl apply / ipvsadm -R"].endswith(
-        f"| 0.10{TIMES} | ≤ 0.2{TIMES} | pass (provisional) |"
+    assert floors["agent peak RSS"].endswith("| N=1,000 | 150.0 MB | ≤ 80 MB | FAIL (provisional) |")
+    assert floors["cold programming: apply's programming phase / ipvsadm -R"].endswith(
+        f"| 0.02{TIMES} | ≤ 0.2{TIMES} | pass (provisional) |"
     )
+    assert floors["ipvsctl version"].endswith("| 0.050 s | ≤ 0.1 s | pass (provisional) |")
     assert "stopped at 1,000." in sections["floors"]
 
     doc = (
