@@ -62,12 +62,16 @@ def timing_of(cfg: AgentConfig) -> Timing:
     return Timing(cfg.min_sync_period, cfg.sync_period, cfg.drain_check)
 
 
-def make_source(cfg: AgentConfig, world: World, stop: threading.Event, node_name: str | None) -> Source:
+def make_source(
+    cfg: AgentConfig, world: World, stop: threading.Event, node_name: str | None, state_dir: Path | None = None
+) -> Source:
     if cfg.manifests:
+        from ipvsctl.cache import ParseCache
         from ipvsctl.sources.directory import SOURCE, DirectorySource
 
         world.expect(SOURCE)
-        return DirectorySource(cfg.manifests, world, stop)
+        cache = ParseCache(state_dir / "cache") if state_dir is not None else None
+        return DirectorySource(cfg.manifests, world, stop, cache=cache)
     from ipvsctl.sources.kube.client import Client
     from ipvsctl.sources.kube.config import load_config
     from ipvsctl.sources.kube.source import SOURCE as KUBE
@@ -144,7 +148,7 @@ def _run_locked(
     from ipvsctl.sources.kube.config import KubeConfigError
 
     try:
-        source = make_source(cfg, world, stop, settings.node_name)
+        source = make_source(cfg, world, stop, settings.node_name, settings.state_dir)
     except KubeConfigError as err:  # names the file and the field
         typer.echo(f"error: {err}", err=True)
         return EXIT_USAGE

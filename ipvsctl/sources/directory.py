@@ -26,8 +26,10 @@ from pathlib import Path
 
 from ipvsctl import logs
 from ipvsctl.agent.world import ObjectKey, Value, World
+from ipvsctl.cache import ParseCache
+from ipvsctl.cache import key as cache_key
 from ipvsctl.errors import Origin, Problem
-from ipvsctl.sources.files import MANIFEST_SUFFIXES, documents, objects, parse_object, read_file
+from ipvsctl.sources.files import MANIFEST_SUFFIXES, Parsed, parse_file, read_file
 
 log = logs.get()
 
@@ -101,8 +103,18 @@ def _signature(path: str) -> Signature | None:
 class DirectorySource:
     """Keeps the World in step with manifest files under ``paths``. Start with ``start()``."""
 
-    def __init__(self, paths: Iterable[str], world: World, stop: threading.Event, rescan: float = 2.0) -> None:
+    def __init__(
+        self,
+        paths: Iterable[str],
+        world: World,
+        stop: threading.Event,
+        rescan: float = 2.0,
+        cache: ParseCache | None = None,
+    ) -> None:
         self.paths = list(paths)
+        # The parse cache serves the first scan only (a restart with 10,000 unchanged files
+        # parses none of them); it is saved then and dropped, so the running agent keeps no copy.
+        self.cache = cache
         self.world = world
         self.stop = stop
         self.rescan = rescan
@@ -168,7 +180,17 @@ class DirectorySource:
             read += 1
         self.world.set_incomplete(SOURCE, bool(self.incomplete))
         self._scanned = True
+        if self.cache is not None:
+            self._save_cache(self.cache)
+            self.cache = None
         return read
+
+    def _save_cache(self, cache: ParseCache) -> None:
+        cache.save()
+        for note in cache.notes:
+            log.warning("cache ignored", reason=note)
+        if cache.unsaved:
+            log.debug("cache not written", reason=cache.unsaved)
 
     def _forget(self, name: str) -> None:
         self.signatures.pop(name, None)
@@ -185,22 +207,22 @@ class DirectorySource:
         except OSError as err:
             self._keep(name, [Problem(Origin(name), "", f"cannot read: {err.strerror or err}")])
             return
+        results = self._parsed(name, data)
+        unreadable = next((item for item in results if isinstance(item, Problem)), None)
+        if unreadable is not None:  # a document YAML itself fails on: the file as a whole is unusable
+            self._keep(name, [unreadable])
+            return
         new: dict[ObjectKey, tuple[Value, ...]] = {}
         problems: dict[ObjectKey, list[Problem]] = {}
-        for item in documents(name, data):
-            if isinstance(item, Problem):
-                self._keep(name, [item])
-                return
-            index, doc = item
-            for prefix, obj in objects(doc):
-                parsed = parse_object(Origin(name, index), prefix, obj)
+        for parsed in results:
+            if not isinstance(parsed, Problem):
                 o = parsed.origin
                 key: ObjectKey = (source, o.kind, o.namespace, o.name) if o else file_key
                 if parsed.problems:
                     problems.setdefault(key, []).extend(parsed.problems)
                 if key in new and parsed.values:
                     problems.setdefault(key, []).append(
-                        Problem(o or Origin(name, index), "metadata.name", "duplicate object: the first is used")
+                        Problem(o or Origin(name), "metadata.name", "duplicate object: the first is used")
                     )
                 elif parsed.values:
                     new[key] = parsed.values
@@ -213,6 +235,17 @@ class DirectorySource:
             for p in plist:
                 log.error("manifest problem", file=name, problem=str(p))
         log.info("manifest file read", file=name, objects=len(new), problems=sum(map(len, problems.values())))
+
+    def _parsed(self, name: str, data: bytes) -> list[Problem | Parsed]:
+        """What the file's bytes give: from the parse cache while there is one, parsed otherwise."""
+        if self.cache is None:
+            return parse_file(name, data)
+        entry = cache_key(name, data)
+        results = self.cache.get(entry)
+        if results is None:
+            results = parse_file(name, data)
+            self.cache.put(entry, results)
+        return results
 
     def _keep(self, name: str, problems: list[Problem]) -> None:
         """The file as a whole is unusable: keep its last good content and report why."""

@@ -219,7 +219,7 @@ def test_floors_pass_and_fail() -> None:
     assert floors["cold apply"].value == pytest.approx(0.25) and floors["cold apply"].passed is True
     assert floors["agent start"].value == pytest.approx(1.25) and floors["agent start"].passed is False
     assert floors["no-op diff"].value == pytest.approx(0.07 / 0.06)
-    assert floors["ipvsctl version"].value == pytest.approx(0.05) and floors["ipvsctl version"].passed is True
+    assert "ipvsctl version" not in floors  # its floor is for a host, the benchmark runs in the VM
     assert floors["no-op resync"].value == pytest.approx(0.5)
     assert floors["no-op resync"].where == "N=10,000"
     assert floors["endpoint flip"].value == pytest.approx(0.8)
@@ -275,7 +275,6 @@ def test_report_tables_and_document(tmp_path: Path) -> None:
     assert floors["cold programming: apply's programming phase / ipvsadm -R"].endswith(
         f"| 0.02{TIMES} | ≤ 0.2{TIMES} | pass (provisional) |"
     )
-    assert floors["ipvsctl version"].endswith("| 0.050 s | ≤ 0.1 s | pass (provisional) |")
     assert "stopped at 1,000." in sections["floors"]
 
     doc = (

@@ -9,6 +9,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -339,3 +340,37 @@ def test_a_translation_for_another_input_is_not_used(tmp_path: Path) -> None:
     assert TranslationCache(tmp_path).get(b"k" * 32) == Desired()
     assert TranslationCache(tmp_path).get(b"x" * 32) is None
     assert TranslationCache.key(b"a", Settings(scheduler="rr")) != TranslationCache.key(b"a", Settings(scheduler="wlc"))
+
+
+# The agent's first scan.
+
+
+def test_the_agents_first_scan_parses_no_unchanged_file_and_later_scans_leave_the_cache(
+    manifests: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ipvsctl.agent.world import World
+    from ipvsctl.sources import directory
+
+    def scanned(cache: ParseCache | None) -> tuple[World, directory.DirectorySource]:
+        world = World()
+        world.expect(directory.SOURCE)
+        source = directory.DirectorySource([str(manifests)], world, threading.Event(), cache=cache)
+        source.scan()
+        return world, source
+
+    parses: list[str] = []
+    real_parse = directory.parse_file
+    monkeypatch.setattr(directory, "parse_file", lambda name, data: parses.append(name) or real_parse(name, data))
+    uncached, _ = scanned(None)
+    assert len(parses) == 4
+    _, first = scanned(ParseCache(tmp_path / "cache"))  # an apply or an earlier agent fills it
+    assert len(parses) == 8 and first.cache is None, "the cache is dropped after the first scan"
+    written = (tmp_path / "cache" / "parse.pickle").stat().st_mtime_ns
+    world, source = scanned(ParseCache(tmp_path / "cache"))
+    assert len(parses) == 8, "a restart parsed unchanged files again"
+    cached_services, uncached_services = world.take().services, uncached.take().services
+    assert cached_services and cached_services == uncached_services
+    (manifests / "svc-1.yaml").write_text(SERVICE.format(i=1, ip=77))
+    source.scan()
+    assert parses[8:] == [str(manifests / "svc-1.yaml")]
+    assert (tmp_path / "cache" / "parse.pickle").stat().st_mtime_ns == written, "a later scan rewrote the cache"
