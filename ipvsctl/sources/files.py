@@ -423,10 +423,17 @@ class _NotPlainJSON(ValueError):
     """JSON that YAML might read differently, or that the YAML reader has the error message for."""
 
 
+# YAML allows an implicit key of at most 1024 characters as written; an escaped JSON key may be six
+# times its length, so a longer key than this goes to the YAML reader, which says what it makes of it.
+_LONGEST_KEY = 1024 // 6 - 2
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     mapping = dict(pairs)
     if len(mapping) != len(pairs):
         raise _NotPlainJSON("duplicate key")
+    if any(len(key) > _LONGEST_KEY for key in mapping):
+        raise _NotPlainJSON("a key YAML may not take as it is written")
     return mapping
 
 

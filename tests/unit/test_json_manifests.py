@@ -54,6 +54,7 @@ def test_json_that_yaml_reads_otherwise_is_left_to_yaml() -> None:
     assert json_document('{"a": "x\x85y"}') is files._NOT_JSON  # NEL is a YAML line break
     assert json_document('{"a": "x\\u0085y"}') == {"a": "x\x85y"}  # escaped it is the same
     assert json_document('{"a": "\\ud83d\\ude00"}') is files._NOT_JSON  # YAML refuses surrogate escapes
+    assert json_document(json.dumps({"k" * 1100: 1})) is files._NOT_JSON  # YAML: an implicit key <= 1024
     assert json_document("{a: b}") is files._NOT_JSON  # YAML flow, not JSON
     assert list(documents("f.json", "{a: b}")) == [(0, {"a": "b"})]
 
