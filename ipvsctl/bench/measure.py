@@ -12,8 +12,10 @@ import contextlib
 import ipaddress
 import json
 import os
+import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +41,7 @@ INTERFACE = "ipvsctl0"
 METRICS_ADDRESS = "127.0.0.1:19842"
 POLL = 0.02  # seconds between cheap kernel polls
 EVENT_POLL = 0.01
+SEEN = "_bench_seen"  # the key under which Agent stores when it read a log line
 FLIPS = 11  # endpoint flips (and ipvsadm -e runs) per size: single flips range from 10 to 90 ms here
 
 
@@ -381,21 +384,31 @@ def edit_ipvsadm(svc: rules.BenchService, repeats: int = FLIPS) -> Timing:
     return Timing(tuple(samples))
 
 
+def manifests_source(manifests: Path) -> list[str]:
+    return ["--manifests", str(manifests)]
+
+
+def kubernetes_source(kubeconfig: Path, node_name: str) -> list[str]:
+    return ["--kubernetes", "--kubeconfig", str(kubeconfig), "--node-name", node_name]
+
+
 class Agent:
-    """``ipvsctl agent`` on the manifest directory, its JSON log lines collected as they come."""
+    """``ipvsctl agent`` on a source (``manifests_source``, ``kubernetes_source``), its JSON log
+    lines collected as they come, each event with the ``time.perf_counter()`` it was read at
+    (``SEEN``); ``started`` is the ``perf_counter`` just before the process was started."""
 
     def __init__(
-        self, ipvsctl: Sequence[str], state_dir: Path, manifests: Path, log_path: Path, env: Mapping[str, str]
+        self, ipvsctl: Sequence[str], state_dir: Path, source: Sequence[str], log_path: Path, env: Mapping[str, str]
     ) -> None:
         argv = [
-            *ipvsctl, "--state-dir", str(state_dir), "--log-format", "json", "agent",
-            "--manifests", str(manifests), "--min-sync-period", "0", "--sync-period", "1h",
-            "--metrics-address", METRICS_ADDRESS,
+            *ipvsctl, "--state-dir", str(state_dir), "--log-format", "json", "agent", *source,
+            "--min-sync-period", "0", "--sync-period", "1h", "--metrics-address", METRICS_ADDRESS,
         ]  # fmt: skip
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115
+        self.started = time.perf_counter()
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -411,12 +424,18 @@ class Agent:
                 with contextlib.suppress(ValueError):
                     event = json.loads(line)
                     if isinstance(event, dict):
+                        event[SEEN] = time.perf_counter()
                         self.events.append(event)
         self._log.close()
 
     def mark(self) -> int:
         with self._lock:
             return len(self.events)
+
+    def since(self, after: int) -> list[dict[str, Any]]:
+        """The events read after the first ``after``."""
+        with self._lock:
+            return self.events[after:]
 
     def find(self, match: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any] | None:
         with self._lock:
@@ -505,6 +524,35 @@ def kernel_shows(kernel: NetlinkKernel, flip: Flip) -> bool:
     return weights.get(address, 0) == 0
 
 
+def wait_for_flip(
+    agent: Agent, kernel: NetlinkKernel, flip: Flip, after: int, started: float, timeout: float
+) -> tuple[float, dict[str, Any]]:
+    """Poll until the kernel shows ``flip`` and the agent has logged its partial sync: the
+    ``time.monotonic()`` the kernel was first seen changed, and that log line."""
+    changed_at: float | None = None
+    event: dict[str, Any] | None = None
+    while changed_at is None or event is None:
+        if changed_at is None and kernel_shows(kernel, flip):
+            changed_at = time.monotonic()
+        if event is None:
+            event = agent.find(is_sync("partial"), after)
+        if not agent.running():
+            raise BenchError(f"the agent exited {agent.process.returncode} during a flip: {agent.tail()}")
+        if time.monotonic() - started > timeout:
+            what = "the kernel to change" if changed_at is None else "the agent's sync log line"
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}: {agent.tail()}")
+        time.sleep(EVENT_POLL)
+    return changed_at, event
+
+
+def _say_flip(flip: Flip, event: dict[str, Any], took: float, what: str) -> None:
+    state = "ready" if flip.ready else "not ready"
+    say(
+        f"  flip {flip.service.name} endpoint {flip.endpoint} → {state}: agent sync {event['seconds']:.4f} s, "
+        f"{event.get('operations')} operations; {what} {took:.3f} s"
+    )
+
+
 def flips(
     agent: Agent, manifests: Path, services: Sequence[rules.BenchService], count: int = FLIPS, timeout: float = 600.0
 ) -> tuple[Timing, Timing]:
@@ -517,26 +565,186 @@ def flips(
             now_down = down.setdefault(flip.service.name, set())
             (now_down.discard if flip.ready else now_down.add)(flip.endpoint)
             after = agent.mark()
-            started = time.perf_counter()
+            started = time.monotonic()
             write_atomically(manifests / flip.service.file_name, rules.manifest(flip.service, now_down))
-            changed_at: float | None = None
-            event: dict[str, Any] | None = None
-            while changed_at is None or event is None:
-                if changed_at is None and kernel_shows(kernel, flip):
-                    changed_at = time.perf_counter()
-                if event is None:
-                    event = agent.find(is_sync("partial"), after)
-                if not agent.running():
-                    raise BenchError(f"the agent exited {agent.process.returncode} during a flip: {agent.tail()}")
-                if time.perf_counter() - started > timeout:
-                    what = "the kernel to change" if changed_at is None else "the agent's sync log line"
-                    raise BenchError(f"timed out after {timeout:g} s waiting for {what}: {agent.tail()}")
-                time.sleep(EVENT_POLL)
+            changed_at, event = wait_for_flip(agent, kernel, flip, after, started, timeout)
             sync_samples.append(float(event["seconds"]))
             e2e_samples.append(changed_at - started)
-            state = "ready" if flip.ready else "not ready"
-            say(
-                f"  flip {flip.service.name} endpoint {flip.endpoint} → {state}: agent sync {event['seconds']:.4f} s, "
-                f"{event.get('operations')} operations; end to end {changed_at - started:.3f} s"
-            )
+            _say_flip(flip, event, changed_at - started, "end to end")
+    return Timing(tuple(sync_samples)), Timing(tuple(e2e_samples))
+
+
+# --- the agent's start, from either source ------------------------------------------------------
+
+
+def kernel_complete(kernel: NetlinkKernel, services: Sequence[rules.BenchService]) -> bool:
+    """A cheap first look: the last Service has all its real servers and there are N virtual servers."""
+    state = kernel.get(service_key(services[-1]))
+    if state is None or len(state.real_servers) < len(services[-1].endpoints):
+        return False
+    return len(kernel.dump(reals=False)) >= len(services)
+
+
+def agent_start(
+    agent: Agent,
+    services: Sequence[rules.BenchService],
+    expected: Sequence[str],
+    timeout: float = 3600.0,
+    settle: float = 60.0,
+) -> tuple[Timing, Timing]:
+    """(process start → kernel complete, the first full sync's own logged seconds).
+
+    The agent logs a sync after the kernel has acknowledged every change of it, so after each
+    sync line the kernel is checked (``kernel_complete``, then ``ipvsadm -Sn`` equal to
+    ``expected``), and the first line after which it holds the whole rule set gives the time:
+    the moment the benchmark read that line, less ``agent.started``. A kernel still not complete
+    ``settle`` seconds after the last sync line (nothing more is coming) is a failure with the
+    difference, not a time."""
+    seen = 0
+    first: dict[str, Any] | None = None
+    problem = "no sync yet"
+    last_sync = time.monotonic()
+    deadline = time.monotonic() + timeout
+    with NetlinkKernel(interface=INTERFACE) as kernel:
+        while True:
+            for event in agent.since(seen):
+                seen += 1
+                if event.get("event") != "sync":
+                    continue
+                last_sync = time.monotonic()
+                if first is None and event.get("kind") == "full":
+                    first = event
+                if not kernel_complete(kernel, services):
+                    problem = "the kernel does not hold every virtual server with all its real servers"
+                    continue
+                mismatch = difference(expected, saved_rules())
+                if mismatch is None:
+                    start = Timing((event[SEEN] - agent.started,))
+                    sync = Timing((float(first["seconds"]),)) if first else failed("no full sync was logged")
+                    return start, sync
+                problem = mismatch
+            if not agent.running():
+                raise BenchError(f"the agent exited {agent.process.returncode} while starting: {agent.tail()}")
+            now = time.monotonic()
+            if first is not None and now - last_sync > settle:
+                why = f"{settle:g} s after its last sync: {problem}"
+                say(f"MISMATCH after the agent's start: {why}; its time is not reported")
+                return failed(why), failed(why)
+            if now > deadline:
+                why = f"the agent did not complete the kernel within {timeout:g} s ({problem}): {agent.tail()}"
+                return failed(why), failed(why)
+            time.sleep(0.05)
+
+
+def since_start(agent: Agent, event: str) -> Timing:
+    """Process start → the first log line ``event``, as the benchmark read it."""
+    found = agent.find(lambda e: e.get("event") == event)
+    if found is None:
+        return failed(f"the agent never logged {event!r}")
+    return Timing((found[SEEN] - agent.started,))
+
+
+# --- the Kubernetes source: the test API server ---------------------------------------------------
+
+
+def write_kubeconfig(path: Path, url: str) -> None:
+    """A kubeconfig whose only cluster is the test API server (plain HTTP on 127.0.0.1, no user)."""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: bench, cluster: {{server: '{url}'}}}}]\n"
+        "contexts: [{name: bench, context: {cluster: bench}}]\n"
+        "current-context: bench\n"
+    )
+
+
+class ApiServer:
+    """``python -m ipvsctl.bench.apiserver N`` (tests/fakeapi.py holding the rule set), driven
+    one JSON line at a time over its stdin and stdout."""
+
+    def __init__(self, count: int, env: Mapping[str, str], log_path: Path, timeout: float = 3600.0) -> None:
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ipvsctl.bench.apiserver", str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=dict(env),
+        )
+        hello = self._answer(timeout, "the test API server to load the rule set")
+        self.url = str(hello["url"])
+
+    def _answer(self, timeout: float, what: str) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else b""
+        if not line:
+            code = self.process.poll()
+            raise BenchError(f"no answer from the test API server waiting for {what} (exit status {code})")
+        answer = json.loads(line)
+        if not isinstance(answer, dict) or "error" in answer:
+            raise BenchError(f"the test API server: {answer}")
+        return answer
+
+    def _ask(self, command: dict[str, Any], what: str, timeout: float = 600.0) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        self.process.stdin.flush()
+        return self._answer(timeout, what)
+
+    def change_slice(self, index: int, not_ready: Sequence[int]) -> float:
+        """Service ``index``'s EndpointSlice with ``not_ready`` endpoints; the ``time.monotonic()``
+        at which the server held it."""
+        return float(self._ask({"slice": index, "not_ready": list(not_ready)}, "an EndpointSlice change")["applied"])
+
+    def requests(self) -> dict[str, dict[str, int]]:
+        return dict(self._ask({"requests": True}, "its request counts")["requests"])
+
+    def stop(self) -> int:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            code = stop_group(self.process, 10.0)
+        self._log.close()
+        return code
+
+
+def describe_lists(requests: Mapping[str, Mapping[str, int]], paths: Mapping[str, str]) -> tuple[str, str | None]:
+    """A line on the agent's LIST requests per resource, and a problem if any LIST lacked ``limit``
+    (the agent must list in chunks, as against a real API server)."""
+    parts: list[str] = []
+    problem = None
+    for name, path in paths.items():
+        counts = requests.get(path, {})
+        lists, limited = counts.get("list", 0), counts.get("limit", 0)
+        parts.append(
+            f"{name}: {lists} LIST requests ({limited} with limit, {counts.get('continue', 0)} with continue), "
+            f"{counts.get('watch', 0)} WATCH"
+        )
+        if lists == 0 or limited < lists:
+            problem = f"{name}: {lists - limited} of {lists} LIST requests without limit"
+    return "; ".join(parts), problem
+
+
+def kube_flips(
+    agent: Agent, api: ApiServer, services: Sequence[rules.BenchService], count: int = FLIPS, timeout: float = 600.0
+) -> tuple[Timing, Timing]:
+    """(the agent's own sync seconds, the API server holds the change → the kernel shows it) for
+    ``count`` EndpointSlice changes, each turning one endpoint not ready or ready again."""
+    index = {svc.name: i for i, svc in enumerate(services)}
+    sync_samples: list[float] = []
+    e2e_samples: list[float] = []
+    down: dict[str, set[int]] = {}
+    with NetlinkKernel(interface=INTERFACE) as kernel:
+        for flip in flip_plan(services, count):
+            now_down = down.setdefault(flip.service.name, set())
+            (now_down.discard if flip.ready else now_down.add)(flip.endpoint)
+            after = agent.mark()
+            applied = api.change_slice(index[flip.service.name], sorted(now_down))
+            changed_at, event = wait_for_flip(agent, kernel, flip, after, applied, timeout)
+            sync_samples.append(float(event["seconds"]))
+            e2e_samples.append(changed_at - applied)
+            _say_flip(flip, event, changed_at - applied, "API → kernel")
     return Timing(tuple(sync_samples)), Timing(tuple(e2e_samples))

@@ -38,16 +38,30 @@ MEASURES = (
     Measure("cold_ipvsctl", "cold: ipvsctl apply", "ipvsctl", "cold"),
     Measure("cold_ipvsadm", "cold: ipvsadm -R", "ipvsadm", "cold"),
     Measure("cold_keepalived", "cold: keepalived", "keepalived", "cold"),
+    Measure("cold_ipvsctl_json", "cold: ipvsctl apply, JSON", "ipvsctl", "cold-json"),
+    Measure("manifests_agent_start", "start: agent --manifests", "ipvsctl", "start"),
+    Measure("kube_agent_start", "start: agent --kubernetes", "ipvsctl", "start-kube"),
     Measure("dump_diff_ipvsctl", "resync: agent full resync", "ipvsctl", "resync"),
     Measure("dump_diff_fresh_ipvsctl", "resync: ipvsctl dump+diff, fresh", "ipvsctl", "resync-fresh"),
     Measure("list_ipvsadm", "resync: ipvsadm -Ln", "ipvsadm", "resync"),
     Measure("flip_agent_sync", "flip: agent sync", "ipvsctl", "flip"),
     Measure("flip_agent_end_to_end", "flip: agent, file → kernel", "ipvsctl", "flip-e2e"),
     Measure("edit_ipvsadm", "flip: one ipvsadm -e", "ipvsadm", "flip"),
+    Measure("kube_flip_end_to_end", "flip: agent, API → kernel", "ipvsctl", "flip-kube"),
 )
 COLORS = {"ipvsctl": "#1f5fa8", "ipvsadm": "#c8491b", "keepalived": "#2e8b3a"}
 MARKERS = {"ipvsctl": "circle", "ipvsadm": "square", "keepalived": "triangle"}
-DASHES = {"cold": "", "resync": "7 4", "resync-fresh": "4 2", "flip": "2 3", "flip-e2e": "9 3 2 3"}
+DASHES = {
+    "cold": "",
+    "cold-json": "1 2",
+    "start": "12 3",
+    "start-kube": "12 3 1 3",
+    "resync": "7 4",
+    "resync-fresh": "4 2",
+    "flip": "2 3",
+    "flip-e2e": "9 3 2 3",
+    "flip-kube": "9 3 1 3 1 3",
+}
 
 
 # --- numbers as text ----------------------------------------------------------------------------
@@ -166,13 +180,32 @@ def results_section(results: Results) -> str:
             results,
             [
                 ("real servers", lambda s: f"{s.reals:,}"),
-                ("ipvsctl apply", lambda s: cell(s.cold_ipvsctl)),
+                ("ipvsctl apply, YAML", lambda s: cell(s.cold_ipvsctl)),
+                ("ipvsctl apply, JSON", lambda s: cell(s.cold_ipvsctl_json)),
                 ("ipvsadm -R", lambda s: cell(s.cold_ipvsadm)),
                 ("keepalived", lambda s: cell(s.cold_keepalived)),
-                ("ipvsctl / ipvsadm", _ratio("cold_ipvsctl", "cold_ipvsadm")),
-                ("ipvsctl / keepalived", _ratio("cold_ipvsctl", "cold_keepalived")),
+                ("YAML / keepalived", _ratio("cold_ipvsctl", "cold_keepalived")),
+                ("JSON / keepalived", _ratio("cold_ipvsctl_json", "cold_keepalived")),
                 ("of which programming", lambda s: cell(s.cold_ipvsctl_program)),
                 ("programming / ipvsadm -R", _ratio("cold_ipvsctl_program", "cold_ipvsadm")),
+            ],
+        ),
+        "",
+        "**Agent start** from an empty kernel and a fresh state directory (so no cache): process start "
+        "until the kernel holds every virtual and real server (polled and checked), and the first full "
+        "sync as the agent logs it; with `--manifests` (the YAML files) and with `--kubernetes` against "
+        "the test API server holding the same Services and EndpointSlices (chunked LIST, then WATCH):",
+        "",
+        _per_size(
+            results,
+            [
+                ("--manifests: start → complete", lambda s: cell(s.manifests_agent_start)),
+                ("its first sync", lambda s: cell(s.manifests_agent_sync)),
+                ("/ keepalived", _ratio("manifests_agent_start", "cold_keepalived")),
+                ("--kubernetes: start → source ready", lambda s: cell(s.kube_agent_ready)),
+                ("start → complete", lambda s: cell(s.kube_agent_start)),
+                ("its first sync", lambda s: cell(s.kube_agent_sync)),
+                ("/ keepalived", _ratio("kube_agent_start", "cold_keepalived")),
             ],
         ),
         "",
@@ -192,7 +225,6 @@ def results_section(results: Results) -> str:
                 ("ipvsctl / ipvsadm", _ratio("dump_diff_ipvsctl", "list_ipvsadm")),
                 ("dump+diff, fresh", lambda s: cell(s.dump_diff_fresh_ipvsctl)),
                 ("fresh / ipvsadm", _ratio("dump_diff_fresh_ipvsctl", "list_ipvsadm")),
-                ("agent's first full sync", lambda s: cell(s.agent_first_full_sync)),
                 ("ipvsctl diff, whole process", lambda s: cell(s.diff_ipvsctl)),
                 ("diff / ipvsadm -Ln", _ratio("diff_ipvsctl", "list_ipvsadm")),
                 ("ipvsctl version, whole process", lambda s: cell(s.version_ipvsctl)),
@@ -209,15 +241,21 @@ def results_section(results: Results) -> str:
                 ("agent sync", lambda s: cell(s.flip_agent_sync)),
                 ("agent / ipvsadm -e", _ratio("flip_agent_sync", "edit_ipvsadm")),
                 ("file write → kernel", lambda s: cell(s.flip_agent_end_to_end)),
+                ("--kubernetes: agent sync", lambda s: cell(s.kube_flip_agent_sync)),
+                ("API → kernel", lambda s: cell(s.kube_flip_end_to_end)),
+                ("API → kernel / ipvsadm -e", _ratio("kube_flip_end_to_end", "edit_ipvsadm")),
             ],
         ),
         "",
-        "**Agent memory** after the flips (peak RSS, VmHWM):",
+        "**Agent memory** after the flips (peak RSS, VmHWM), and the LIST requests the test API "
+        "server saw from the `--kubernetes` agent:",
         "",
         _per_size(
             results,
             [
-                ("peak RSS", lambda s: f"{s.agent_peak_rss_bytes / 1e6:.1f} MB" if s.agent_peak_rss_bytes else NONE),
+                ("--manifests peak RSS", lambda s: megabytes(s.agent_peak_rss_bytes)),
+                ("--kubernetes peak RSS", lambda s: megabytes(s.kube_agent_peak_rss_bytes)),
+                ("--kubernetes LISTs", lambda s: s.kube_lists or NONE),
             ],
         ),
     ]
@@ -235,10 +273,14 @@ def results_section(results: Results) -> str:
     return "\n".join(parts)
 
 
+def megabytes(value: int | None) -> str:
+    return f"{value / 1e6:.1f} MB" if value else NONE
+
+
 def floors_section(results: Results) -> str:
-    floors = check(results.sizes)
-    rows = [[f.name, f.where, floor_value(f), floor_limit(f), f.verdict] for f in floors]
-    text = table(["floor", "at", "measured", "limit", "result"], rows)
+    floors = check(results.sizes, results.host_version_ipvsctl)
+    rows = [[f"#{f.issue}", f.name, f.where, floor_value(f), floor_limit(f), f.verdict] for f in floors]
+    text = table(["issue", "floor", "at", "measured", "limit", "result"], rows)
     if any(f.provisional for f in floors):
         text += (
             "\n\n_Provisional_: the floor is set at 10,000 Services and this run stopped at "

@@ -1,9 +1,11 @@
-"""Pure: the benchmark's rule set and the three ways of writing it down.
+"""Pure: the benchmark's rule set and the ways of writing it down.
 
 N plain ClusterIP Services, each with one TCP port (80 → targetPort 8080) and ten ready
 endpoints. ipvsctl turns one such Service into one virtual server ``-s rr`` with ten masqueraded
 real servers of weight 1; the ``ipvsadm -R`` input and the keepalived configuration written here
-describe exactly that, so all three tools leave the same ``ipvsadm -Sn`` behind.
+describe exactly that, so all three tools leave the same ``ipvsadm -Sn`` behind. The Services and
+EndpointSlices are written as YAML manifests, as JSON manifests in ``kubectl get -o json`` form
+(a ``List``), and as API objects for the test API server, all from the same two objects.
 
 Addresses: Service i has ClusterIP 10.96.(i // 250).(i % 250 + 1) (inside 10.96.0.0/12, the
 usual Service range) and its endpoints in the /28 block number i of 10.244.0.0/14 (pod ranges),
@@ -13,8 +15,10 @@ at offsets 1 to 10. Nothing is ever sent to any of them.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 NAMESPACE = "bench"
 PORT = 80
@@ -40,6 +44,14 @@ class BenchService:
     @property
     def file_name(self) -> str:
         return f"{self.name}.yaml"
+
+    @property
+    def json_file_name(self) -> str:
+        return f"{self.name}.json"
+
+    @property
+    def slice_name(self) -> str:
+        return f"{self.name}-1"
 
 
 def service(index: int, endpoints: int = ENDPOINTS) -> BenchService:
@@ -81,12 +93,51 @@ def manifest(svc: BenchService, not_ready: Iterable[int] = ()) -> str:
         "---\n"
         "apiVersion: discovery.k8s.io/v1\n"
         "kind: EndpointSlice\n"
-        f"metadata: {{name: {svc.name}-1, namespace: {NAMESPACE}, "
+        f"metadata: {{name: {svc.slice_name}, namespace: {NAMESPACE}, "
         f"labels: {{kubernetes.io/service-name: {svc.name}}}}}\n"
         "addressType: IPv4\n"
         f"ports: [{{name: http, protocol: TCP, port: {TARGET_PORT}}}]\n"
         "endpoints:\n" + endpoints
     )
+
+
+def service_object(svc: BenchService) -> dict[str, Any]:
+    """The Service as an API object: what ``manifest`` writes as YAML."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": svc.name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": svc.vip,
+            "ports": [{"name": "http", "protocol": "TCP", "port": PORT, "targetPort": TARGET_PORT}],
+        },
+    }
+
+
+def endpoint_slice_object(svc: BenchService, not_ready: Iterable[int] = ()) -> dict[str, Any]:
+    """The Service's EndpointSlice as an API object: what ``manifest`` writes as YAML."""
+    down = set(not_ready)
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": svc.slice_name,
+            "namespace": NAMESPACE,
+            "labels": {"kubernetes.io/service-name": svc.name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": TARGET_PORT}],
+        "endpoints": [
+            {"addresses": [address], "conditions": {"ready": i not in down}} for i, address in enumerate(svc.endpoints)
+        ],
+    }
+
+
+def json_manifest(svc: BenchService, not_ready: Iterable[int] = ()) -> str:
+    """The Service and its EndpointSlice as ``kubectl get -o json`` prints them: one ``List``."""
+    items = [service_object(svc), endpoint_slice_object(svc, not_ready)]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}, indent=4) + "\n"
 
 
 def service_line(svc: BenchService) -> str:

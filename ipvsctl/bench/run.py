@@ -27,14 +27,17 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ipvsctl import __version__
 from ipvsctl.bench import measure, rules
+from ipvsctl.bench.apiserver import NODE_NAME
 from ipvsctl.bench.measure import BenchError, say
 from ipvsctl.bench.report import render_text
 from ipvsctl.bench.results import Machine, Results, Size, Timing, failed
+from ipvsctl.sources.kube.source import ENDPOINT_SLICES as KUBE_SLICES
+from ipvsctl.sources.kube.source import SERVICES as KUBE_SERVICES
 
 SIZES = (100, 1_000, 10_000)
 WORKDIR = Path("/run/ipvsctl-bench")  # a tmpfs in the guest, not the 9p root
@@ -111,17 +114,28 @@ def machine(args: argparse.Namespace) -> Machine:
     )
 
 
-def write_inputs(directory: Path, services: tuple[rules.BenchService, ...]) -> tuple[Path, Path, Path]:
-    """(manifest directory, ipvsadm -R input, keepalived config) for the rule set."""
-    manifests = directory / "manifests"
-    manifests.mkdir(parents=True)
+@dataclass(frozen=True)
+class Inputs:
+    """The rule set written down for each tool."""
+
+    yaml_manifests: Path  # one <name>.yaml per Service, with its EndpointSlice
+    json_manifests: Path  # one <name>.json per Service: a List, as kubectl get -o json prints it
+    ipvsadm_rules: Path
+    keepalived_config: Path
+
+
+def write_inputs(directory: Path, services: tuple[rules.BenchService, ...]) -> Inputs:
+    inputs = Inputs(
+        directory / "manifests", directory / "json", directory / "ipvsadm.rules", directory / "keepalived.conf"
+    )
+    inputs.yaml_manifests.mkdir(parents=True)
+    inputs.json_manifests.mkdir()
     for svc in services:
-        (manifests / svc.file_name).write_text(rules.manifest(svc))
-    rules_file = directory / "ipvsadm.rules"
-    rules_file.write_text(rules.ipvsadm_rules(services))
-    config = directory / "keepalived.conf"
-    config.write_text(rules.keepalived_config(services))
-    return manifests, rules_file, config
+        (inputs.yaml_manifests / svc.file_name).write_text(rules.manifest(svc))
+        (inputs.json_manifests / svc.json_file_name).write_text(rules.json_manifest(svc))
+    inputs.ipvsadm_rules.write_text(rules.ipvsadm_rules(services))
+    inputs.keepalived_config.write_text(rules.keepalived_config(services))
+    return inputs
 
 
 def took(name: str, timing: Timing) -> Timing:
@@ -132,78 +146,184 @@ def took(name: str, timing: Timing) -> Timing:
     return timing
 
 
-def measure_size(n: int, workdir: Path, env: dict[str, str]) -> Size:
-    services = rules.rule_set(n)
-    directory = workdir / str(n)
-    shutil.rmtree(directory, ignore_errors=True)
-    manifests, rules_file, config = write_inputs(directory, services)
-    expected = sorted(rules.ipvsadm_lines(services))
-    ipvsctl = ipvsctl_command()
-    resets: list[str] = []
-    notes: list[str] = []
-    size = Size(services=n, endpoints=rules.ENDPOINTS)
+@dataclass(frozen=True)
+class Run:
+    """What every measurement at one size needs."""
 
+    services: tuple[rules.BenchService, ...]
+    expected: tuple[str, ...]  # sorted ipvsadm -Sn lines of the rule set
+    inputs: Inputs
+    directory: Path
+    ipvsctl: tuple[str, ...]
+    env: dict[str, str]
+
+
+def cold(run: Run, size: Size, resets: list[str]) -> Size:
+    """Cold programming from an empty kernel: ipvsadm -R, keepalived, ipvsctl apply from YAML and from JSON."""
+    n = len(run.services)
     say(f"N={n}: cold programming from an empty kernel ({n * rules.ENDPOINTS} real servers)")
     resets.append(measure.reset_kernel())
-    cold_ipvsadm = took("ipvsadm -R", measure.verified(measure.cold_ipvsadm(rules_file), expected, "ipvsadm -R"))
+    ipvsadm = measure.verified(measure.cold_ipvsadm(run.inputs.ipvsadm_rules), run.expected, "ipvsadm -R")
+    size = replace(size, cold_ipvsadm=took("ipvsadm -R", ipvsadm))
     resets.append(measure.reset_kernel())
     if shutil.which("keepalived"):
-        cold_keepalived = took("keepalived", measure.cold_keepalived(config, directory, services, expected))
+        keepalived = measure.cold_keepalived(run.inputs.keepalived_config, run.directory, run.services, run.expected)
     else:
-        cold_keepalived = took("keepalived", failed("keepalived is not installed"))
-    resets.append(measure.reset_kernel())
-    state_dir = directory / "state"
-    whole, programming = measure.cold_ipvsctl(ipvsctl, state_dir, manifests, env)
-    cold_ipvsctl = took("ipvsctl apply", measure.verified(whole, expected, "ipvsctl apply"))
-    cold_ipvsctl_program = took("of which programming the kernel", programming if cold_ipvsctl.ok else cold_ipvsctl)
-    size = replace(
-        size,
-        reset=", ".join(dict.fromkeys(resets)),
-        cold_ipvsadm=cold_ipvsadm,
-        cold_keepalived=cold_keepalived,
-        cold_ipvsctl=cold_ipvsctl,
-        cold_ipvsctl_program=cold_ipvsctl_program,
-    )
-    if not cold_ipvsctl.ok:
-        notes.append("no resync, flip or memory figures: ipvsctl's cold apply failed")
-        return replace(size, notes=tuple(notes))
+        keepalived = failed("keepalived is not installed")
+    size = replace(size, cold_keepalived=took("keepalived", keepalived))
+    for fmt, manifests in (("json", run.inputs.json_manifests), ("yaml", run.inputs.yaml_manifests)):
+        resets.append(measure.reset_kernel())
+        whole, programming = measure.cold_ipvsctl(run.ipvsctl, run.directory / f"state-{fmt}", manifests, run.env)
+        whole = took(f"ipvsctl apply, {fmt.upper()}", measure.verified(whole, run.expected, f"ipvsctl apply ({fmt})"))
+        programming = took("of which programming the kernel", programming if whole.ok else whole)
+        if fmt == "json":
+            size = replace(size, cold_ipvsctl_json=whole, cold_ipvsctl_json_program=programming)
+        else:
+            size = replace(size, cold_ipvsctl=whole, cold_ipvsctl_program=programming)
+    return size  # the kernel holds what the YAML apply made, and state-yaml its record and caches
 
-    say(f"N={n}: no-op resync")
+
+def no_op(run: Run, size: Size) -> Size:
+    """With the YAML apply's kernel and state: ipvsadm -Ln, ipvsctl diff and version as processes,
+    the agent's in-process resync."""
+    state_dir = run.directory / "state-yaml"
+    say(f"N={len(run.services)}: no-op resync")
     size = replace(
         size,
         list_ipvsadm=took("ipvsadm -Ln", measure.list_ipvsadm()),
-        diff_ipvsctl=took("ipvsctl diff (whole process)", measure.diff_process(ipvsctl, state_dir, manifests, env)),
-        version_ipvsctl=took("ipvsctl version (whole process)", measure.version_process(ipvsctl, env)),
+        diff_ipvsctl=took(
+            "ipvsctl diff (whole process, caches warm from the apply)",
+            measure.diff_process(run.ipvsctl, state_dir, run.inputs.yaml_manifests, run.env),
+        ),
+        version_ipvsctl=took("ipvsctl version (whole process)", measure.version_process(run.ipvsctl, run.env)),
     )
-    warm, fresh = measure.dump_diff(state_dir, manifests)
-    size = replace(
+    warm, fresh = measure.dump_diff(state_dir, run.inputs.yaml_manifests)
+    return replace(
         size,
         dump_diff_ipvsctl=took("agent full resync", warm),
         dump_diff_fresh_ipvsctl=took("ipvsctl dump+diff, nothing reused", fresh),
     )
 
-    say(f"N={n}: one endpoint flip")
-    size = replace(size, edit_ipvsadm=took("ipvsadm -e", measure.edit_ipvsadm(services[len(services) // 2])))
-    agent = measure.Agent(ipvsctl, state_dir, manifests, directory / "agent.log", env)
+
+def stop_agent(agent: measure.Agent, notes: list[str], what: str) -> None:
+    code = agent.stop()
+    if code not in (0, -15):
+        notes.append(f"the {what} agent exited {code} on SIGTERM")
+
+
+def manifests_agent(run: Run, size: Size, resets: list[str], notes: list[str]) -> Size:
+    """agent --manifests on an empty kernel with a fresh state directory: start → complete, then
+    endpoint flips (file writes), then its peak RSS."""
+    say(f"N={len(run.services)}: agent --manifests, from an empty kernel")
+    resets.append(measure.reset_kernel())
+    source = measure.manifests_source(run.inputs.yaml_manifests)
+    agent = measure.Agent(run.ipvsctl, run.directory / "state-agent", source, run.directory / "agent.log", run.env)
     try:
-        first = agent.wait(measure.is_sync("full"), 3600.0, "the agent's first full sync")
-        size = replace(size, agent_first_full_sync=took("agent first full sync", Timing((float(first["seconds"]),))))
-        if first.get("operations"):
-            notes.append(f"the agent's first full sync made {first['operations']} operations (expected 0)")
-        sync, e2e = measure.flips(agent, manifests, services)
+        start, sync = measure.agent_start(agent, run.services, run.expected)
+        size = replace(
+            size,
+            manifests_agent_start=took("start → kernel complete", start),
+            manifests_agent_sync=took("its first full sync, as it logs it", sync),
+        )
+        if not start.ok:
+            return size
+        sync, e2e = measure.flips(agent, run.inputs.yaml_manifests, run.services)
         size = replace(size, flip_agent_sync=took("agent sync", sync), flip_agent_end_to_end=took("end to end", e2e))
         rss = agent.peak_rss_bytes()
         say(f"  agent peak RSS: {rss / 1e6:.1f} MB" if rss else "  agent peak RSS: not readable")
-        size = replace(size, agent_peak_rss_bytes=rss)
+        return replace(size, agent_peak_rss_bytes=rss)
     except BenchError as err:
-        say(f"  agent: FAILED: {err}")
-        size = replace(size, flip_agent_sync=failed(str(err)), flip_agent_end_to_end=failed(str(err)))
+        say(f"  agent --manifests: FAILED: {err}")
+        problem = failed(str(err))
+        for name in ("manifests_agent_start", "flip_agent_sync", "flip_agent_end_to_end"):
+            if not size.timing(name).ok:
+                size = replace(size, **{name: problem})
+        return size
     finally:
-        code = agent.stop()
-        if code not in (0, -15):
-            notes.append(f"the agent exited {code} on SIGTERM")
+        stop_agent(agent, notes, "--manifests")
+
+
+KUBE_PATHS = {"Services": KUBE_SERVICES, "EndpointSlices": KUBE_SLICES}
+
+
+def kubernetes_agent(run: Run, size: Size, resets: list[str], notes: list[str]) -> Size:
+    """agent --kubernetes against the test API server holding the rule set, on an empty kernel with
+    a fresh state directory: start → source ready → complete, EndpointSlice changes, peak RSS."""
+    n = len(run.services)
+    say(f"N={n}: agent --kubernetes against the test API server, from an empty kernel")
+    resets.append(measure.reset_kernel())
+    try:
+        api = measure.ApiServer(n, run.env, run.directory / "apiserver.log")
+    except BenchError as err:
+        say(f"  test API server: FAILED: {err}")
+        return replace(size, kube_agent_start=failed(str(err)), kube_flip_end_to_end=failed(str(err)))
+    try:
+        kubeconfig = run.directory / "kubeconfig"
+        measure.write_kubeconfig(kubeconfig, api.url)
+        source = measure.kubernetes_source(kubeconfig, NODE_NAME)
+        agent = measure.Agent(run.ipvsctl, run.directory / "state-kube", source, run.directory / "kube.log", run.env)
+        try:
+            start, sync = measure.agent_start(agent, run.services, run.expected)
+            size = replace(
+                size,
+                kube_agent_ready=took("start → source ready", measure.since_start(agent, "kubernetes source ready")),
+                kube_agent_start=took("start → kernel complete", start),
+                kube_agent_sync=took("its first full sync, as it logs it", sync),
+            )
+            lists, problem = measure.describe_lists(api.requests(), KUBE_PATHS)
+            say(f"  {lists}")
+            size = replace(size, kube_lists=lists)
+            if problem:
+                notes.append(f"the agent did not list in chunks: {problem}")
+            if not start.ok:
+                return size
+            sync, e2e = measure.kube_flips(agent, api, run.services)
+            size = replace(
+                size, kube_flip_agent_sync=took("agent sync", sync), kube_flip_end_to_end=took("API → kernel", e2e)
+            )
+            rss = agent.peak_rss_bytes()
+            say(f"  agent peak RSS: {rss / 1e6:.1f} MB" if rss else "  agent peak RSS: not readable")
+            return replace(size, kube_agent_peak_rss_bytes=rss)
+        except BenchError as err:
+            say(f"  agent --kubernetes: FAILED: {err}")
+            problem_timing = failed(str(err))
+            for name in ("kube_agent_start", "kube_flip_agent_sync", "kube_flip_end_to_end"):
+                if not size.timing(name).ok:
+                    size = replace(size, **{name: problem_timing})
+            return size
+        finally:
+            stop_agent(agent, notes, "--kubernetes")
+    finally:
+        code = api.stop()
+        if code != 0:
+            notes.append(f"the test API server exited {code}")
+
+
+def measure_size(n: int, workdir: Path, env: dict[str, str]) -> Size:
+    services = rules.rule_set(n)
+    directory = workdir / str(n)
     shutil.rmtree(directory, ignore_errors=True)
-    return replace(size, notes=tuple(notes))
+    run = Run(
+        services=services,
+        expected=tuple(sorted(rules.ipvsadm_lines(services))),
+        inputs=write_inputs(directory, services),
+        directory=directory,
+        ipvsctl=tuple(ipvsctl_command()),
+        env=env,
+    )
+    resets: list[str] = []
+    notes: list[str] = []
+    size = cold(run, Size(services=n, endpoints=rules.ENDPOINTS), resets)
+    if size.cold_ipvsctl.ok:
+        size = no_op(run, size)
+        say(f"N={n}: one endpoint flip")
+        size = replace(size, edit_ipvsadm=took("ipvsadm -e", measure.edit_ipvsadm(services[len(services) // 2])))
+    else:
+        notes.append("no resync, diff or ipvsadm -e figures: ipvsctl's cold YAML apply failed")
+    size = manifests_agent(run, size, resets, notes)
+    size = kubernetes_agent(run, size, resets, notes)
+    shutil.rmtree(directory, ignore_errors=True)
+    return replace(size, reset=", ".join(dict.fromkeys(resets)), notes=tuple(notes))
 
 
 def now() -> str:
@@ -226,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-cores", type=int, default=None)
     parser.add_argument("--host-kernel", default="unknown")
     parser.add_argument("--command", default="", help="the host command line, for the record")
+    parser.add_argument(
+        "--host-version",
+        type=lambda s: tuple(float(x) for x in s.split(",") if x),
+        default=(),
+        help="comma-separated seconds of `ipvsctl version` as a whole process on the host (scripts/bench times it)",
+    )
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument(
         "--wipe-ipvs",
@@ -251,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         started=now(),
         max_services=sizes[-1],
         complete=False,
+        host_version_ipvsctl=Timing(args.host_version) if args.host_version else failed("not measured on the host"),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     say(f"sizes {sizes}; machine: {results.machine}")
@@ -282,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 TIMINGS = (
-    "cold_ipvsctl", "cold_ipvsctl_program", "cold_ipvsadm", "cold_keepalived", "list_ipvsadm", "dump_diff_ipvsctl",
-    "dump_diff_fresh_ipvsctl", "edit_ipvsadm", "flip_agent_sync", "flip_agent_end_to_end",
+    "cold_ipvsctl", "cold_ipvsctl_program", "cold_ipvsctl_json", "cold_ipvsctl_json_program", "cold_ipvsadm",
+    "cold_keepalived", "list_ipvsadm", "diff_ipvsctl", "version_ipvsctl", "dump_diff_ipvsctl",
+    "dump_diff_fresh_ipvsctl", "edit_ipvsadm", "manifests_agent_start", "flip_agent_sync", "flip_agent_end_to_end",
+    "kube_agent_start", "kube_flip_agent_sync", "kube_flip_end_to_end",
 )  # fmt: skip
 
 

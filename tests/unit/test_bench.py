@@ -188,10 +188,20 @@ def sample_size(n: int, scale: float, *, keepalived_error: str | None = None) ->
         edit_ipvsadm=Timing((0.004, 0.005, 0.006, 0.005, 0.005)),
         flip_agent_sync=Timing((0.003, 0.004, 0.004, 0.005, 0.004)),
         flip_agent_end_to_end=Timing((0.2,) * 5),
-        agent_first_full_sync=Timing((0.5 * scale,)),
+        manifests_agent_start=Timing((0.5 * scale,)),
+        manifests_agent_sync=Timing((0.3 * scale,)),
         agent_peak_rss_bytes=int(40e6 * scale**0.3),
         diff_ipvsctl=Timing((0.06 * scale, 0.08 * scale, 0.07 * scale)),
         version_ipvsctl=Timing((0.05,) * 5),
+        cold_ipvsctl_json=Timing((0.08 * scale,)),
+        cold_ipvsctl_json_program=Timing((0.02 * scale,)),
+        kube_agent_ready=Timing((0.05 * scale,)),
+        kube_agent_start=Timing((0.1 * scale,)),
+        kube_agent_sync=Timing((0.04 * scale,)),
+        kube_flip_agent_sync=Timing((0.002,) * 5),
+        kube_flip_end_to_end=Timing((0.008, 0.009, 0.011, 0.012, 0.012)),
+        kube_agent_peak_rss_bytes=int(50e6 * scale**0.3),
+        kube_lists="Services: 1 LIST in 2 chunks",
     )
 
 
@@ -199,7 +209,13 @@ def sample_results(sizes: tuple[Size, ...]) -> Results:
     machine = Machine(host_cpu="Test CPU", host_cores=2, guest_kernel="6.1.0-test", emulation="QEMU TCG, no KVM",
                       python="3.11.7", ipvsadm="ipvsadm v1.31", keepalived="Keepalived v2.2.7")  # fmt: skip
     return Results(
-        machine, sizes, command="scripts/bench --max 10000", started="t0", finished="t1", max_services=10_000
+        machine,
+        sizes,
+        command="scripts/bench --max 10000",
+        started="t0",
+        finished="t1",
+        max_services=10_000,
+        host_version_ipvsctl=Timing((0.03, 0.04, 0.05)),
     )
 
 
@@ -213,18 +229,28 @@ def test_results_survive_json() -> None:
 
 def test_floors_pass_and_fail() -> None:
     sizes = (sample_size(100, 1), sample_size(1000, 10), sample_size(10_000, 100))
-    floors = {f.name.split(":")[0]: f for f in check(sizes)}
+    floors = {f.name.split(":")[0]: f for f in check(sizes, Timing((0.03, 0.2, 0.04)))}
     assert floors["cold programming"].value == pytest.approx(0.02)  # the programming phase
     assert floors["cold programming"].passed is True
-    assert floors["cold apply"].value == pytest.approx(0.25) and floors["cold apply"].passed is True
-    assert floors["agent start"].value == pytest.approx(1.25) and floors["agent start"].passed is False
+    assert floors["cold apply, YAML"].value == pytest.approx(0.25) and floors["cold apply, YAML"].passed is True
+    assert floors["cold apply, JSON"].value == pytest.approx(0.2) and floors["cold apply, JSON"].passed is True
+    start = floors["agent --manifests start"]
+    assert start.value == pytest.approx(1.25) and start.passed is False
+    assert floors["agent --kubernetes start"].value == pytest.approx(0.25)
+    # the API → kernel flip, worst size over one ipvsadm -e (medians 0.011 and 0.005), and flat
+    assert floors["EndpointSlice change"].value == pytest.approx(2.2) and floors["EndpointSlice change"].passed is False
+    assert floors["EndpointSlice change flat"].value == pytest.approx(1.0)
     assert floors["no-op diff"].value == pytest.approx(0.07 / 0.06)
-    assert "ipvsctl version" not in floors  # its floor is for a host, the benchmark runs in the VM
+    version = floors["ipvsctl version, whole process, host"]
+    assert version.value == pytest.approx(0.04) and version.passed is True and version.where == "host"
+    assert {f.issue for f in check(sizes)} == {4, 15}
     assert floors["no-op resync"].value == pytest.approx(0.5)
     assert floors["no-op resync"].where == "N=10,000"
     assert floors["endpoint flip"].value == pytest.approx(0.8)
     assert floors["endpoint flip flat"].value == pytest.approx(1.0)
-    assert floors["agent peak RSS"].value == pytest.approx(40 * 100**0.3, rel=1e-3)
+    assert floors["agent peak RSS, --manifests"].value == pytest.approx(40 * 100**0.3, rel=1e-3)
+    assert floors["agent peak RSS, --kubernetes"].value == pytest.approx(50 * 100**0.3, rel=1e-3)
+    assert floors["agent peak RSS, --kubernetes"].passed is False
     assert not any(f.provisional for f in floors.values())
 
 
@@ -247,7 +273,8 @@ def test_a_short_run_is_provisional_and_a_failed_measure_not_measured() -> None:
     assert floors["cold programming"].passed is None and floors["cold programming"].verdict == "not measured"
     assert floors["no-op resync"].provisional and floors["no-op resync"].where == "N=1,000"
     assert floors["no-op resync"].verdict == "pass (provisional)"
-    assert floors["cold apply"].verdict == "not measured"
+    assert floors["cold apply, YAML"].verdict == "not measured"
+    assert floors["ipvsctl version, whole process, host"].verdict == "not measured"  # no host figure given
 
 
 def test_report_tables_and_document(tmp_path: Path) -> None:
@@ -260,18 +287,25 @@ def test_report_tables_and_document(tmp_path: Path) -> None:
         " 100 ",
         " 1,000 ",
         " 100 ms ",
+        " 80 ms ",
         " 1.00 s ",
         " 400 ms ",
-        f" 0.10{TIMES} ",
         f" 0.25{TIMES} ",
+        f" 0.20{TIMES} ",
         " 20 ms ",
         f" 0.02{TIMES} ",
     ]
-    assert "**failed**" in rows[1] and rows[1].rstrip().endswith(f"| {NONE} | 200 ms | 0.02{TIMES} |")
+    assert "**failed**" in rows[1] and rows[1].rstrip().endswith(f"| {NONE} | {NONE} | 200 ms | 0.02{TIMES} |")
+    start = sections["results"].split("**Agent start**")[1].split("**No-op resync**")[0]
+    assert next(line for line in start.splitlines() if line.startswith("| 100 ")).split("|")[1:-1] == [
+        " 100 ", " 500 ms ", " 300 ms ", f" 1.25{TIMES} ", " 50 ms ", " 100 ms ", " 40 ms ", f" 0.25{TIMES} ",
+    ]  # fmt: skip
+    assert "Services: 1 LIST in 2 chunks" in sections["results"]
     assert "N=1,000, cold: keepalived: kernel state differs" in sections["results"]
     assert "| host CPU | Test CPU, 2 cores |" in sections["machine"]
-    floors = {row.split(" | ")[0].lstrip("| "): row for row in sections["floors"].splitlines()}
-    assert floors["agent peak RSS"].endswith("| N=1,000 | 150.0 MB | ≤ 80 MB | FAIL (provisional) |")
+    floors = {row.split(" | ")[1]: row for row in sections["floors"].splitlines() if row.count(" | ") > 2}
+    assert floors["agent peak RSS, --manifests"].startswith("| #15 |")
+    assert floors["agent peak RSS, --manifests"].endswith("| N=1,000 | 150.0 MB | ≤ 80 MB | FAIL (provisional) |")
     assert floors["cold programming: apply's programming phase / ipvsadm -R"].endswith(
         f"| 0.02{TIMES} | ≤ 0.2{TIMES} | pass (provisional) |"
     )
@@ -298,7 +332,7 @@ def test_plot_is_valid_svg_with_a_line_per_measure() -> None:
     ns = {"s": "http://www.w3.org/2000/svg"}
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     lines = root.findall(".//s:g[@class='series']/s:polyline", ns)
-    assert len(lines) == 8
+    assert len(lines) == 12  # every measure but the fresh dump+diff, which the sample lacks
     texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
     assert {"100", "1,000", "10,000"} <= texts
     assert {"cold: ipvsctl apply", "resync: ipvsadm -Ln", "flip: one ipvsadm -e"} <= texts
