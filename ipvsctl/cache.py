@@ -55,6 +55,8 @@ CODE_MODULES = (
     "sources/files.py",
     "translate.py",
     "endpoints.py",
+    "options.py",
+    "rotation.py",
     "settings.py",
 )
 

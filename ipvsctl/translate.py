@@ -8,20 +8,23 @@ external IP; ExternalName and headless Services get none.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from ipvsctl import endpoints
+from ipvsctl import endpoints, rotation
 from ipvsctl.errors import InputError, Problem
-from ipvsctl.model.desired import Desired, DesiredService, Owner, RealServers
+from ipvsctl.model.desired import Desired, DesiredService, Owner
 from ipvsctl.model.ipvs import (
     SCHEDULER_FLAGS,
     SCHEDULERS,
+    Forward,
     IPAddress,
+    RealServer,
     ServiceFlag,
     ServiceKey,
     VirtualServer,
 )
 from ipvsctl.model.k8s import EndpointSlice, Service, Snapshot
+from ipvsctl.options import SORRY_ANNOTATION, options_of
 from ipvsctl.settings import Settings
 
 SCHEDULER_ANNOTATION = "ipvsctl.io/scheduler"
@@ -72,11 +75,21 @@ def service_slices(snapshot: Snapshot) -> dict[tuple[str, str], list[EndpointSli
     return by_service
 
 
-def service_entries(svc: Service, slices: Iterable[EndpointSlice], settings: Settings) -> list[DesiredService]:
-    """Every virtual server one Service asks for. Raises InputError for what blocks the Service."""
+def service_entries(
+    svc: Service,
+    slices: Iterable[EndpointSlice],
+    settings: Settings,
+    health: rotation.Health | None = None,
+    on_failure: str = rotation.DRAIN,
+) -> list[DesiredService]:
+    """Every virtual server one Service asks for. Raises InputError for what blocks the Service.
+
+    ``health``: the result of the Service's health checks per endpoint (the standalone agent's;
+    None: not checked), applied as ``rotation.place`` says with ``on_failure``."""
     if svc.type == "ExternalName" or svc.headless:
         return []
     scheduler, flags = scheduler_of(svc, settings.scheduler)
+    options = options_of(svc)
     timeout = 0
     if svc.session_affinity_timeout is not None:
         flags |= ServiceFlag.PERSISTENT
@@ -91,6 +104,12 @@ def service_entries(svc: Service, slices: Iterable[EndpointSlice], settings: Set
     external_node = settings.node_name if svc.external_traffic_local else None
     slices = list(slices)
     fams = families(svc)
+    if options.sorry is not None and options.sorry.address.version not in fams:
+        raise InputError(
+            f"metadata.annotations.{SORRY_ANNOTATION}",
+            f"sorry server {options.sorry} is IPv{options.sorry.address.version}; "
+            f"the Service's virtual servers are IPv{' and IPv'.join(map(str, fams))}",
+        )
     out: list[DesiredService] = []
     for port in svc.ports:
         owner = Owner(svc.namespace, svc.name, port.name)
@@ -104,12 +123,22 @@ def service_entries(svc: Service, slices: Iterable[EndpointSlice], settings: Set
         targets += [(ip, port.port, external_node, True) for ip in (*svc.load_balancer_ips, *svc.external_ips)]
         # The virtual servers of one port with the same family and node filter get the same real
         # servers: one tuple of the same objects (a NodePort Service has one per node address).
-        selected: dict[tuple[int, str | None], RealServers] = {}
+        # With dr or tunnel forwarding the real servers' port is the virtual server's, so it counts.
+        rewrites = options.forward != Forward.MASQ
+        selected: dict[tuple[int, str | None, int], Sequence[RealServer]] = {}
         for address, number, local, bind in targets:
             vs = VirtualServer(ServiceKey(port.protocol, address, number), scheduler, flags, timeout)
-            reals = selected.get((address.version, local))
+            chosen = (address.version, local, number if rewrites else 0)
+            reals = selected.get(chosen)
             if reals is None:
-                reals = selected[(address.version, local)] = endpoints.select(cands, address.version, local)
+                reals = selected[chosen] = rotation.place(
+                    endpoints.select(cands, address.version, local),
+                    options,
+                    version=address.version,
+                    port=number,
+                    health=health,
+                    on_failure=on_failure,
+                )
             out.append(DesiredService(vs, reals, owner, bind, svc.origin))
     return out
 
