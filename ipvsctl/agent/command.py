@@ -159,6 +159,18 @@ def _run_locked(
             log.info("sysctls set", **changed)
     metrics = Metrics()
     engine.on_flush = metrics.count_conntrack_flushed
+    checker = None
+    if cfg.manifests:  # health checks are the standalone agent's; with --kubernetes, the kubelet's
+        from ipvsctl.checks.runner import Checker
+
+        checker = Checker(
+            lambda ref: world.touch((ref,)),
+            on_result=lambda _ref, _target, kind, healthy, took: metrics.observe_check(kind, healthy, took),
+            on_state=lambda ref, target, healthy: metrics.set_check_state(ref, target[0], target[1], healthy),
+        )
+        engine.checks = checker
+    else:
+        engine.warn_checks = True
     metrics.set_stats_source(stats_source(engine, open_kernel))
     agent = Agent(engine, world, metrics, timing_of(cfg), stop)
     server = None
@@ -202,6 +214,8 @@ def _run_locked(
         finally:
             stop.set()
             source.join()
+            if checker is not None:
+                checker.close()
             if server is not None:
                 server.close()
     log.info("agent stopped")

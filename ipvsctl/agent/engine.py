@@ -27,18 +27,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 from ipvsctl import logs
 from ipvsctl.apply import execute
+from ipvsctl.checks.spec import PREFIX as CHECK_ANNOTATION
+from ipvsctl.checks.spec import spec_of
+from ipvsctl.checks.targets import targets_of
 from ipvsctl.errors import InputError, Problem
 from ipvsctl.kernel.base import Kernel, KernelError
 from ipvsctl.model.desired import Desired, DesiredService, Owner
 from ipvsctl.model.ipvs import IPAddress, ServiceKey, VirtualServer, VirtualServerState
+from ipvsctl.model.k8s import EndpointSlice, Service
 from ipvsctl.model.ops import BindAddress, DeleteReal, EditReal, Operation, UnbindAddress, service_of
 from ipvsctl.plan import Observed, Ownership, Plan, plan
 from ipvsctl.settings import Settings
 from ipvsctl.state import Store
 from ipvsctl.translate import clash, service_entries
+
+if TYPE_CHECKING:
+    from ipvsctl.checks.runner import Checker
 
 from .cache import KernelView, advance
 from .index import Index
@@ -90,6 +99,10 @@ class Engine:
     world: World
     clock: Callable[[], float] = time.time  # wall clock: drain start times are kept in the record
     on_flush: Callable[[int], None] | None = None  # told how many UDP conntrack entries each flush deleted
+    # the standalone agent's health checker; None: check annotations are ignored (with one warning
+    # per Service when ``warn_checks``, as in --kubernetes mode, where readiness is the kubelet's)
+    checks: Checker | None = None
+    warn_checks: bool = False
     ledger: Ledger = field(init=False)  # the ownership record, as last written
     # per Service: the virtual servers it asks for (its translation), one entry per key
     entries: dict[ServiceRef, tuple[DesiredService, ...]] = field(init=False, default_factory=dict)
@@ -109,6 +122,7 @@ class Engine:
     _record_read: bool = field(init=False, default=True)  # the ledger holds the record as read from disk
     _owned_reals: int = field(init=False, default=0)
     _resyncs: int = field(init=False, default=0)  # full resyncs that read the kernel: whose turn it is
+    _warned_checks: set[ServiceRef] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.observed = KernelView(self._winner)
@@ -241,11 +255,15 @@ class Engine:
             svc, slices, problems = self.world.inputs(ref)
             self.held.discard(ref)
             new: dict[ServiceKey, DesiredService] = {}
+            if svc is None and self.checks is not None:
+                self.checks.forget(ref)
             if svc is not None:
                 try:
-                    for entry in service_entries(svc, slices, settings):
+                    for entry in self._entries_of(ref, svc, slices, settings):
                         new.setdefault(entry.server.key, entry)
                 except InputError as err:
+                    if self.checks is not None:
+                        self.checks.forget(ref)
                     problems.append(Problem(svc.origin, err.field, err.message))
                     self.held.add(ref)
                     log.error("service rejected", service=f"{ref[0]}/{ref[1]}", problem=str(problems[-1]))
@@ -261,6 +279,29 @@ class Engine:
             else:
                 self.problems.pop(ref, None)
         return keys, changed
+
+    def _entries_of(
+        self, ref: ServiceRef, svc: Service, slices: list[EndpointSlice], settings: Settings
+    ) -> list[DesiredService]:
+        """``service_entries``, with the health checker's verdicts when the Service has a check."""
+        if self.checks is None:
+            if self.warn_checks and ref not in self._warned_checks and svc.annotation(CHECK_ANNOTATION) is not None:
+                self._warned_checks.add(ref)
+                log.warning(
+                    "health check ignored",
+                    service=f"{ref[0]}/{ref[1]}",
+                    reason="with --kubernetes, readiness is the kubelet's: use a readiness probe",
+                )
+            return service_entries(svc, slices, settings)
+        spec = spec_of(svc)
+        if spec is None:
+            self.checks.forget(ref)
+            return service_entries(svc, slices, settings)
+        entries = service_entries(
+            svc, slices, settings, health=partial(self.checks.verdict, ref), on_failure=spec.on_failure
+        )
+        self.checks.watch(ref, spec, targets_of(svc, slices))
+        return entries
 
     def _unclaim(self, key: ServiceKey, entry: DesiredService) -> None:
         self.claims.discard(key, entry)

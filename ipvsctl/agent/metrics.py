@@ -12,6 +12,7 @@ the HTTP thread renders.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,6 +42,7 @@ from ipvsctl.model.ops import (
 SYNC_KINDS: tuple[str, ...] = ("full", "partial", "drain")
 
 # From 1 ms (a partial sync of one Service) to a minute (a full resync of a very large table).
+CHECK_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SYNC_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,
@@ -240,6 +242,19 @@ class Metrics:
             "Problems found in the input (Services or endpoints ipvsctl could not use).",
             registry=r,
         )
+        self._check_up = Gauge(
+            "ipvsctl_real_server_up",
+            "Health check state of a checked real server (standalone agent): 1 up, 0 down.",
+            ["namespace", "service", "address", "port"],
+            registry=r,
+        )
+        self._check_duration = Histogram(
+            "ipvsctl_health_check_duration_seconds",
+            "Time one health check took, by kind and result (ok, failed).",
+            ["kind", "result"],
+            buckets=CHECK_BUCKETS,
+            registry=r,
+        )
         self._collector = _VirtualServerCollector()
         r.register(self._collector)
         # Start the series a dashboard rates over at zero, so the first error is an increase.
@@ -277,6 +292,18 @@ class Metrics:
         self._owned_vs.set(virtual_servers)
         self._owned_rs.set(real_servers)
         self._draining.set(draining)
+
+    def observe_check(self, kind: str, healthy: bool, seconds: float) -> None:
+        self._check_duration.labels(kind=kind, result="ok" if healthy else "failed").observe(seconds)
+
+    def set_check_state(self, service: tuple[str, str], address: object, port: int, healthy: bool | None) -> None:
+        """A checked real server's state; None (no longer checked, or not yet decided) removes its series."""
+        labels = (service[0], service[1], str(address), str(port))
+        if healthy is None:
+            with contextlib.suppress(KeyError):
+                self._check_up.remove(*labels)
+            return
+        self._check_up.labels(*labels).set(1 if healthy else 0)
 
     def set_input_problems(self, n: int) -> None:
         self._problems.set(n)

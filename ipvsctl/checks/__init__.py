@@ -1,0 +1,1 @@
+"""Active health checks of real servers for the standalone agent (``agent --manifests``)."""
