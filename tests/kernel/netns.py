@@ -63,7 +63,8 @@ BACKEND_PORT = 8080
 
 # --- the agent, run inside the namespaces ------------------------------------------------
 # Arguments: serve NAME PORT | requests tcp|udp VIP PORT N TIMEOUT [SOURCE]
-#            | hold VIP PORT N TIMEOUT [SOURCE]
+#            | hold VIP PORT N TIMEOUT [SOURCE] | serve-http PORT MODE_FILE
+#            | loop VIP PORT SECONDS PERIOD TIMEOUT
 # requests/hold print one line: "answers" then one word per request (a name or "!error").
 
 
@@ -106,6 +107,53 @@ def _serve(name: str, port: int) -> None:
     threading.Event().wait()
 
 
+def _serve_http(port: int, mode_file: str) -> None:
+    """HTTP on ``port`` (IPv4): 200, or what ``mode_file`` says, read per request: "500" answers
+    500, "hang" reads the request and never answers."""
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)
+                try:
+                    with open(mode_file) as f:
+                        mode = f.read().strip()
+                except OSError:
+                    mode = "ok"
+                if mode == "hang":
+                    while conn.recv(4096):
+                        pass
+                    return
+                status = "500 Internal Server Error" if mode == "500" else "200 OK"
+                conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            except OSError:
+                pass
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(128)
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def _loop(vip: str, port: int, seconds: float, period: float, timeout: float) -> None:
+    """TCP requests every ``period`` s for ``seconds`` s; one line per request as it ends:
+    "MONOTONIC ANSWER" (CLOCK_MONOTONIC is the machine's: the test compares it with its own)."""
+    import time
+
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    while (started := time.monotonic()) < end:
+        sock, answer = _connect(socket.SOCK_STREAM, vip, port, timeout, None)
+        sock.close()
+        print(f"{started:.3f} {answer}", flush=True)
+        time.sleep(max(0.0, period - (time.monotonic() - started)))
+    print("done", flush=True)
+
+
 def _error_name(exc: OSError) -> str:
     if isinstance(exc, TimeoutError):
         return "!timeout"
@@ -145,6 +193,12 @@ def _agent(argv: list[str]) -> None:
         pass
     if argv[0] == "serve":
         _serve(argv[1], int(argv[2]))
+        return
+    if argv[0] == "serve-http":
+        _serve_http(int(argv[1]), argv[2])
+        return
+    if argv[0] == "loop":
+        _loop(argv[1], int(argv[2]), float(argv[3]), float(argv[4]), float(argv[5]))
         return
     if argv[0] == "requests":
         kind = socket.SOCK_DGRAM if argv[1] == "udp" else socket.SOCK_STREAM
@@ -333,6 +387,25 @@ class Hold:
         self.close()
 
 
+class Loop:
+    """A client loop running in the client namespace (Client.loop)."""
+
+    def __init__(self, process: subprocess.Popen[str], seconds: float) -> None:
+        self.process = process
+        self.seconds = seconds
+
+    def result(self) -> list[tuple[float, str]]:
+        """Wait for the loop's end: (time.monotonic() at the request's start, who answered or "!error")."""
+        try:
+            out, err = self.process.communicate(timeout=self.seconds + START_TIMEOUT)
+        finally:
+            _terminate(self.process)
+        lines = out.strip().splitlines()
+        if lines[-1:] != ["done"]:
+            raise CommandError(f"the client loop ended early: {err.strip()}")
+        return [(float(t), answer) for t, answer in (line.split(maxsplit=1) for line in lines[:-1])]
+
+
 class Client:
     """The client namespace: makes requests to virtual servers through the node."""
 
@@ -371,6 +444,17 @@ class Client:
         held = Hold(process, backends, self)
         self._holds.append(held)
         return held
+
+    def loop(self, vip: str, port: int, seconds: float, period: float = 0.1, timeout: float = 1.0) -> Loop:
+        """TCP requests every ``period`` s for ``seconds`` s, in the background; see Loop."""
+        process = subprocess.Popen(
+            self._agent("loop", vip, port, seconds, period, timeout),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if _readline(process, START_TIMEOUT).strip() != "ready":
+            _terminate(process)
+            raise CommandError("the client loop did not start")
+        return Loop(process, seconds)
 
     def close_holds(self) -> None:
         """Close every Hold still open."""
