@@ -57,6 +57,7 @@ CODE_MODULES = (
     "endpoints.py",
     "options.py",
     "rotation.py",
+    "checks/spec.py",
     "settings.py",
 )
 

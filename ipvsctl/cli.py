@@ -463,6 +463,7 @@ def list_(
       sudo ipvsctl list -w --count 5 --color never > rates.log
     """
     from ipvsctl import colour
+    from ipvsctl.checks import report
 
     if output not in ("table", "wide", "json", "yaml"):
         raise typer.BadParameter("must be table, wide, json or yaml", param_hint="--output")
@@ -485,17 +486,23 @@ def list_(
             raise fail(EXIT_STATE, str(err)) from None
         return rows(dump, owned.services, show_all)
 
+    def checks() -> report.Table | None:
+        servers = report.read(CTX.state_dir)
+        return report.Table(servers) if servers else None
+
     tty = STDOUT_IS_TTY()
     paint = output in ("table", "wide") and colour.wanted(color, isatty=tty, environ=os.environ)
     if not watch:
         with kernel_session(interface) as kernel:
             dump = kernel.dump()
         if output == "json":
-            typer.echo(render_json(items(dump)))
+            typer.echo(render_json(items(dump), checks()))
         elif output == "yaml":
-            typer.echo(render_yaml(items(dump)), nl=False)
+            typer.echo(render_yaml(items(dump), checks()), nl=False)
         else:
-            table = render_table(items(dump), wide=output == "wide", stats=stats, rate=rate, colour=paint)
+            table = render_table(
+                items(dump), wide=output == "wide", stats=stats, rate=rate, colour=paint, health=checks()
+            )
             typer.echo(table, color=paint)
         return
 
@@ -507,7 +514,9 @@ def list_(
 
     def show(dump: Sequence[VirtualServerState], rates: Mapping[watching.RateKey, watching.Rates]) -> None:
         nonlocal shown
-        body = render_table(items(dump), wide=output == "wide", stats=stats, rate=True, rates=rates, colour=paint)
+        body = render_table(
+            items(dump), wide=output == "wide", stats=stats, rate=True, rates=rates, colour=paint, health=checks()
+        )
         typer.echo(watching.frame(body, interval=every, when=time.time(), first=not shown, clear=clear), color=True)
         shown += 1
 

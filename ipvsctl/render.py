@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ipvsctl.checks.report import Health, Table, summary
 from ipvsctl.model.desired import Owner
 from ipvsctl.model.ipvs import (
     Forward,
@@ -77,7 +78,13 @@ def _stats(stats: Stats) -> dict[str, int]:
     return asdict(stats)
 
 
-def real_json(rs: RealServerState) -> dict[str, Any]:
+def _health_of(health: Table | None, owner: Owner | None, rs: RealServerState) -> Health | None:
+    if health is None or owner is None:
+        return None
+    return health.get(owner.namespace, owner.name, rs.server.key.address, rs.server.key.port)
+
+
+def real_json(rs: RealServerState, checked: Health | None = None) -> dict[str, Any]:
     return {
         "address": str(rs.server.key.address),
         "port": rs.server.key.port,
@@ -89,11 +96,14 @@ def real_json(rs: RealServerState) -> dict[str, Any]:
         "inactive_conns": rs.inactive_conns,
         "persistent_conns": rs.persistent_conns,
         "stats": _stats(rs.stats),
+        "health": checked.to_json() if checked else None,
     }
 
 
-def to_objects(items: list[tuple[VirtualServerState, Owner | None]]) -> list[dict[str, Any]]:
-    """The documented `list -o json` shape."""
+def to_objects(
+    items: list[tuple[VirtualServerState, Owner | None]], health: Table | None = None
+) -> list[dict[str, Any]]:
+    """The documented `list -o json` shape; ``health``: the running agent's checks."""
     out = []
     for vs, owner in items:
         key = vs.server.key
@@ -110,19 +120,19 @@ def to_objects(items: list[tuple[VirtualServerState, Owner | None]]) -> list[dic
                 "service": {"namespace": owner.namespace, "name": owner.name, "port_name": owner.port_name}
                 if owner
                 else None,
-                "real_servers": [real_json(rs) for rs in vs.real_servers],
+                "real_servers": [real_json(rs, _health_of(health, owner, rs)) for rs in vs.real_servers],
                 "stats": _stats(vs.stats),
             }
         )
     return out
 
 
-def render_json(items: list[tuple[VirtualServerState, Owner | None]]) -> str:
-    return json.dumps(to_objects(items), indent=2)
+def render_json(items: list[tuple[VirtualServerState, Owner | None]], health: Table | None = None) -> str:
+    return json.dumps(to_objects(items, health), indent=2)
 
 
-def render_yaml(items: list[tuple[VirtualServerState, Owner | None]]) -> str:
-    return yaml.safe_dump(to_objects(items), sort_keys=False)
+def render_yaml(items: list[tuple[VirtualServerState, Owner | None]], health: Table | None = None) -> str:
+    return yaml.safe_dump(to_objects(items, health), sort_keys=False)
 
 
 def virtual_text(key: ServiceKey) -> str:
@@ -188,6 +198,7 @@ def render_table(
     rate: bool = False,
     rates: Mapping[RateKey, Rates] | None = None,
     colour: bool = False,
+    health: Table | None = None,
 ) -> str:
     """kubectl-like table, one row per virtual server (``wide``: one row per real server too).
 
@@ -199,6 +210,10 @@ def render_table(
     from ipvsctl.colour import DIM, RED, YELLOW
 
     headers = ["NAME", "PROTO", "VIRTUAL", "SCHEDULER", "REAL SERVERS", "ACTIVE", "INACTIVE"]
+    checks = {(id(vs), rs.server.key): _health_of(health, owner, rs) for vs, owner in items for rs in vs.real_servers}
+    checked = any(h is not None for h in checks.values())
+    if checked:
+        headers.append("HEALTH")
     if wide:
         headers += ["FLAGS", "PERSISTENCE"]
     if stats:
@@ -231,6 +246,8 @@ def render_table(
             str(sum(r.active_conns for r in reals)),
             str(sum(r.inactive_conns for r in reals)),
         ]
+        if checked:
+            row.append(summary(checks[(id(vs), r.server.key)] for r in reals))
         if wide:
             row += [",".join(flag_names(vs)) or "-", f"{vs.server.timeout}s" if vs.server.timeout else "-"]
         row += _counter_cells(vs.stats, stats, rate, rates, (key, None))
@@ -247,12 +264,19 @@ def render_table(
                     f"weight {rs.server.weight}",
                     str(rs.active_conns),
                     str(rs.inactive_conns),
+                    *([_health_text(checks[(id(vs), rs.server.key)])] if checked else []),
                     "",
                     "",
                 ]
                 body.append(sub + _counter_cells(rs.stats, stats, rate, rates, (key, rs.server.key)))
                 styles.append(";".join(filter(None, [dim, "" if rs.server.weight else YELLOW])))
     return table(headers, body, styles, colour)
+
+
+def _health_text(checked: Health | None) -> str:
+    if checked is None:
+        return "-"
+    return f"{checked.state} ({checked.reason})" if checked.reason and checked.state != "up" else checked.state
 
 
 def _counter_cells(

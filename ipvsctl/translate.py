@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from ipvsctl import endpoints, rotation
+from ipvsctl.checks.spec import spec_of
 from ipvsctl.errors import InputError, Problem
 from ipvsctl.model.desired import Desired, DesiredService, Owner
 from ipvsctl.model.ipvs import (
@@ -188,6 +189,7 @@ def translate(snapshot: Snapshot, settings: Settings) -> Desired:
             continue
         try:
             entries = service_entries(svc, by_service.get((svc.namespace, svc.name), []), settings)
+            spec_of(svc)  # checks are the agent's, but validate, diff and apply catch their mistakes too
         except InputError as err:
             problems.append(Problem(svc.origin, err.field, err.message))
             held.add((svc.namespace, svc.name))

@@ -161,14 +161,17 @@ def _run_locked(
     engine.on_flush = metrics.count_conntrack_flushed
     checker = None
     if cfg.manifests:  # health checks are the standalone agent's; with --kubernetes, the kubelet's
+        from ipvsctl.checks.report import FILE as HEALTH_FILE
         from ipvsctl.checks.runner import Checker
 
         checker = Checker(
             lambda ref: world.touch((ref,)),
             on_result=lambda _ref, _target, kind, healthy, took: metrics.observe_check(kind, healthy, took),
             on_state=lambda ref, target, healthy: metrics.set_check_state(ref, target[0], target[1], healthy),
+            report_path=store.directory / HEALTH_FILE,
         )
         engine.checks = checker
+        engine.check_defaults = dict(cfg.health_check_defaults)
     else:
         engine.warn_checks = True
     metrics.set_stats_source(stats_source(engine, open_kernel))
@@ -195,6 +198,8 @@ def _run_locked(
         for name in fixed:
             if getattr(new, name) != getattr(cfg, name):
                 log.warning("option needs a restart to change", option=name.replace("_", "-"))
+        if engine.checks is not None:
+            engine.check_defaults = dict(new.health_check_defaults)  # the reload's resync applies them
         agent.reload(
             settings_of(replace(new, **{n: getattr(cfg, n) for n in fixed}), settings.state_dir), timing_of(new)
         )

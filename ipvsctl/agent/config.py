@@ -7,7 +7,10 @@ The config file is YAML with the flags' long names as keys, without the dashes::
     sync-period: 30s
     drain-timeout: 60s
     metrics-address: 127.0.0.1:9842
+    health-check-defaults: {interval: 5s, timeout: 2s, failures: 3}
 
+``health-check-defaults`` (config file only) holds defaults for the knobs of Services' health
+checks (``ipvsctl.io/health-check-<knob>``, see ipvsctl/checks/spec.py); a Service's own wins.
 Durations take a unit (ms, s, m, h) or are plain seconds. Environment variables are the flag
 names in capitals with IPVSCTL_ in front (IPVSCTL_MIN_SYNC_PERIOD); the typer options read
 them, so they count as flags here. Mistakes raise ConfigError naming the file and the key.
@@ -22,6 +25,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ipvsctl.checks.spec import check_defaults
+from ipvsctl.errors import InputError
 from ipvsctl.model.ipvs import SCHEDULERS, IPAddress
 from ipvsctl.sources import files
 
@@ -49,6 +54,7 @@ class AgentConfig:
     drain_check: float = 2.0
     metrics_address: str = "127.0.0.1:9842"
     lock_timeout: float = 10.0
+    health_check_defaults: tuple[tuple[str, str], ...] = ()  # knob → text, as the annotations hold them
 
     def check(self, where: str) -> AgentConfig:
         if bool(self.manifests) == self.kubernetes:
@@ -60,6 +66,11 @@ class AgentConfig:
                 raise ConfigError(f"{where}: {name.replace('_', '-')}: must not be negative")
         if self.sync_period <= 0:
             raise ConfigError(f"{where}: sync-period: must be more than 0")
+        try:
+            check_defaults(dict(self.health_check_defaults))
+        except InputError as err:
+            knob = err.field.rsplit("health-check-", 1)[-1]
+            raise ConfigError(f"{where}: health-check-defaults: {knob}: {err.message}") from None
         if self.metrics_address:
             try:
                 parse_address(self.metrics_address)
@@ -91,6 +102,10 @@ def convert(name: str, value: Any) -> Any:
     if name == "manifests":
         items = value if isinstance(value, list | tuple) else [value]
         return tuple(str(v) for v in items)
+    if name == "health_check_defaults":
+        if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+            raise ValueError("must be a mapping of check settings to values, e.g. {interval: 5s, failures: 3}")
+        return tuple(sorted((str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()))
     if name == "node_ip":
         items = value if isinstance(value, list | tuple) else [value]
         try:

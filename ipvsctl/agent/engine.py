@@ -103,6 +103,7 @@ class Engine:
     # per Service when ``warn_checks``, as in --kubernetes mode, where readiness is the kubelet's)
     checks: Checker | None = None
     warn_checks: bool = False
+    check_defaults: Mapping[str, str] = field(default_factory=dict)  # the agent config's health-check-defaults
     ledger: Ledger = field(init=False)  # the ownership record, as last written
     # per Service: the virtual servers it asks for (its translation), one entry per key
     entries: dict[ServiceRef, tuple[DesiredService, ...]] = field(init=False, default_factory=dict)
@@ -293,7 +294,7 @@ class Engine:
                     reason="with --kubernetes, readiness is the kubelet's: use a readiness probe",
                 )
             return service_entries(svc, slices, settings)
-        spec = spec_of(svc)
+        spec = spec_of(svc, self.check_defaults)
         if spec is None:
             self.checks.forget(ref)
             return service_entries(svc, slices, settings)

@@ -7,6 +7,9 @@ failure that has not yet taken it out), counts failures and successes in a row, 
 server crosses ``failures`` or ``successes`` records the new state, logs one ``health changed``
 event and calls ``on_change(service)`` (the agent: a partial sync of that Service). The engine
 reads the states with ``verdict``. Checks never hold the engine: it only reads a dictionary.
+
+With ``report``, the states are also written to that file for ``ipvsctl list`` (``report.py``),
+at most every REPORT_DELAY seconds, by a thread of its own; the file goes when the checker closes.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from ipvsctl import logs
+from ipvsctl.checks import report
 from ipvsctl.checks.probe import probe
 from ipvsctl.checks.spec import CheckSpec
 from ipvsctl.model.ipvs import IPAddress
@@ -28,6 +34,7 @@ log = logs.get()
 ServiceRef = tuple[str, str]
 Target = tuple[IPAddress, int]  # endpoint address and port
 DEFAULT_LIMIT = 512
+REPORT_DELAY = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,7 @@ class Checker:
         limit: int = DEFAULT_LIMIT,
         on_result: Callable[[ServiceRef, Target, str, bool, float], None] | None = None,
         on_state: Callable[[ServiceRef, Target, bool | None], None] | None = None,
+        report_path: Path | None = None,
     ) -> None:
         self._on_change = on_change
         self._on_result = on_result  # every check: (service, target, kind, healthy, seconds), for metrics
@@ -59,6 +67,10 @@ class Checker:
         self._tasks: dict[tuple[ServiceRef, Target], asyncio.Task[None]] = {}
         self._loop = asyncio.new_event_loop()
         self._semaphore: asyncio.Semaphore | None = None
+        self._report = report_path
+        self._report_pending: asyncio.TimerHandle | None = None
+        self._writer = ThreadPoolExecutor(1, "health-report") if report_path else None  # one: writes stay in order
+        self._report_failed = False
         self._thread = threading.Thread(target=self._run, name="health-checks", daemon=True)
         self._thread.start()
 
@@ -92,6 +104,9 @@ class Checker:
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if self._writer is not None and self._report is not None:
+            self._writer.shutdown(wait=True)
+            report.remove(self._report)
 
     # --- on the checker's thread ---
 
@@ -117,6 +132,7 @@ class Checker:
                     self._results.pop(key, None)
                 if self._on_state:
                     self._on_state(service, key[1], None)
+        self._report_soon()
         if spec is None:
             return
         for target in targets:
@@ -182,5 +198,37 @@ class Checker:
         )
         if self._on_state:
             self._on_state(service, target, new)
+        self._report_soon()
         if old is not None or new is False:  # unknown → up changes nothing in the kernel
             self._on_change(service)
+
+    def _report_soon(self) -> None:
+        if self._writer is None or self._report_pending is not None:
+            return
+        self._report_pending = self._loop.call_later(REPORT_DELAY, self._write_report)
+
+    def _write_report(self) -> None:
+        self._report_pending = None
+        servers: dict[report.HealthKey, report.Health] = {}
+        with self._lock:
+            for service, (spec, targets) in self._watched.items():
+                for address, port in targets:
+                    result = self._results.get((service, (address, port)))
+                    state = (
+                        "unknown" if result is None or result.healthy is None else ("up" if result.healthy else "down")
+                    )
+                    servers[(service[0], service[1], address, port)] = report.Health(
+                        spec.kind, spec.port or port, state, result.reason if result else "",
+                        result.since if result and result.healthy is not None else 0.0,
+                    )  # fmt: skip
+        assert self._writer is not None
+        self._writer.submit(self._write, servers)
+
+    def _write(self, servers: dict[report.HealthKey, report.Health]) -> None:
+        assert self._report is not None
+        try:
+            report.write(self._report, servers)
+        except OSError as err:
+            if not self._report_failed:
+                self._report_failed = True
+                log.warning("health report not written", path=str(self._report), reason=err.strerror or str(err))

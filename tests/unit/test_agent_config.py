@@ -46,6 +46,13 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
     )
 
 
+def test_health_check_defaults_come_from_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "agent.yaml"
+    conf.write_text("manifests: [/m]\nhealth-check-defaults: {interval: 10s, failures: 5, insecure: true}\n")
+    cfg = build(conf, {})
+    assert dict(cfg.health_check_defaults) == {"interval": "10s", "failures": "5", "insecure": "true"}
+
+
 def test_a_config_file_that_is_not_utf_8_is_a_config_error(tmp_path: Path) -> None:
     conf = tmp_path / "agent.yaml"
     conf.write_bytes(b"manifests: [/m]\nscheduler: \xe9\n")
@@ -67,6 +74,9 @@ def test_a_config_file_that_is_not_utf_8_is_a_config_error(tmp_path: Path) -> No
         ("manifests: [/m]\nscheduler: fastest\n", {}, "unknown 'fastest'"),
         ("manifests: [/m]\nmetrics-address: nowhere\n", {}, "metrics-address"),
         ("manifests: [/m]\n", {"node_ip": ["300.1.1.1"]}, "--node-ip"),
+        ("manifests: [/m]\nhealth-check-defaults: 5s\n", {}, "health-check-defaults: must be a mapping"),
+        ("manifests: [/m]\nhealth-check-defaults: {interval: soon}\n", {}, "health-check-defaults: interval: 'soon'"),
+        ("manifests: [/m]\nhealth-check-defaults: {colour: red}\n", {}, "colour: unknown health-check setting"),
     ],
 )
 def test_config_mistakes_name_file_and_key(tmp_path: Path, text: str, flags: dict[str, object], message: str) -> None:

@@ -289,3 +289,12 @@ def test_without_a_checker_the_annotations_are_ignored(tmp_path: Path) -> None:
     assert h.engine.resync(h.world.take().services, retranslate=True).ok
     assert weights(h.kernel, tcp("10.0.0.1")) == {"203.0.113.1": 1}
     assert h.engine._warned_checks == {("demo", "a")}
+
+
+def test_the_engine_checks_with_the_config_defaults(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.engine.check_defaults = {"interval": "7", "failures": "4", "path": "/healthz"}
+    v = checked(h, "ipvsctl.io/health-check: http, ipvsctl.io/health-check-failures: '2'", {"203.0.113.1": True})
+    h.engine.resync(h.world.take().services, retranslate=True)
+    spec, _ = v.watched[("demo", "a")]
+    assert (spec.interval, spec.failures, spec.path) == (7.0, 2, "/healthz")  # the Service's own wins

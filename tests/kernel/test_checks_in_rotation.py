@@ -61,7 +61,7 @@ def http_servers(backends: list[Backend], modes: Path) -> Iterator[dict[str, Pat
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
-                )  # fmt: skip
+                )
             )
         for process in processes:
             assert _readline(process, 60).strip() == "ready"
