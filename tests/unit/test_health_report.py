@@ -116,3 +116,11 @@ def test_list_shows_health_only_with_a_running_agents_checks(kernel: MemoryKerne
     write_file(state, {("demo", "web", WEB_1, 8080): Health("http", 8080, "down", "x", 1.0)}, pid=child.pid)
     _, out, _ = run("list")
     assert "HEALTH" not in out  # the agent that wrote it is gone
+
+
+def test_the_check_benchmark_targets_are_distinct_loopback_addresses() -> None:
+    from ipvsctl.bench.checks import targets
+
+    got = targets(10_000)
+    assert len(set(got)) == 10_000
+    assert all(a.is_loopback and a.packed[3] not in (0, 255) for a, _ in got)
