@@ -96,10 +96,10 @@ class Ipvsadm:
             raise CommandError(f"ipvsadm {' '.join(args)} -> exit {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
-    def reals(self, vip: str, port: int) -> dict[str, tuple[int, int, int]] | None:
-        """The TCP virtual server's real servers, address → (weight, ActiveConn, InActConn);
+    def reals(self, vip: str, port: int, proto: str = "tcp") -> dict[str, tuple[int, int, int]] | None:
+        """The TCP (or UDP) virtual server's real servers, address → (weight, ActiveConn, InActConn);
         None if the virtual server does not exist."""
-        proc = self("-Ln", "-t", f"{vip}:{port}", check=False)
+        proc = self("-Ln", "-u" if proto == "udp" else "-t", f"{vip}:{port}", check=False)
         if proc.returncode != 0:
             return None
         reals: dict[str, tuple[int, int, int]] = {}

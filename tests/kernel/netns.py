@@ -108,27 +108,45 @@ def _serve(name: str, port: int) -> None:
 
 
 def _serve_http(port: int, mode_file: str) -> None:
-    """HTTP on ``port`` (IPv4): 200, or what ``mode_file`` says, read per request: "500" answers
-    500, "hang" reads the request and never answers."""
+    """HTTP on TCP ``port`` and DNS on UDP ``port`` (IPv4): 200 and NOERROR, or what ``mode_file``
+    says, read per request: "500" answers 500 and SERVFAIL, "hang" never answers."""
 
     def handle(conn: socket.socket) -> None:
         with conn:
             try:
                 conn.recv(4096)
-                try:
-                    with open(mode_file) as f:
-                        mode = f.read().strip()
-                except OSError:
-                    mode = "ok"
-                if mode == "hang":
+                if mode() == "hang":
                     while conn.recv(4096):
                         pass
                     return
-                status = "500 Internal Server Error" if mode == "500" else "200 OK"
+                status = "500 Internal Server Error" if mode() == "500" else "200 OK"
                 conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
             except OSError:
                 pass
 
+    def mode() -> str:
+        try:
+            with open(mode_file) as f:
+                return f.read().strip()
+        except OSError:
+            return "ok"
+
+    def dns_loop(sock: socket.socket) -> None:
+        while True:
+            query, peer = sock.recvfrom(512)
+            if len(query) < 12 or mode() == "hang":
+                continue
+            rcode = 2 if mode() == "500" else 0  # SERVFAIL, or NOERROR with no answers
+            flags = 0x8180 | rcode
+            reply = query[:2] + flags.to_bytes(2, "big") + query[4:6] + b"\0\0\0\0\0\0" + query[12:]
+            try:
+                sock.sendto(reply, peer)
+            except OSError:
+                continue
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", port))
+    threading.Thread(target=dns_loop, args=(udp,), daemon=True).start()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))

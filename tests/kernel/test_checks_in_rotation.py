@@ -8,6 +8,8 @@ chooses), proven by real requests from the client namespace.
   count;
 - an HTTP check on another port: be2 answers 500 → weight 0; hangs → caught by the timeout;
   answers 200 again → back;
+- a DNS check of a UDP Service on another port: SERVFAIL → out, NOERROR → back; and
+  `ipvsctl list -o json` shows the agent's verdicts while it runs;
 - an exec check with on-failure remove: the command fails for be2 → be2 is deleted;
 - a sorry server (be3) for a Service whose only backend, be4, is checked: be4 killed → only be3
   answers; be4 back → only be4 answers.
@@ -15,6 +17,7 @@ chooses), proven by real requests from the client namespace.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from agent_support import NAMESPACE, AgentProcess, Ipvsadm, service_yaml, wait_for, write_atomically
+from agent_support import (
+    NAMESPACE,
+    AgentProcess,
+    Ipvsadm,
+    ipvsctl_command,
+    service_yaml,
+    wait_for,
+    write_atomically,
+)
 from netns import Backend, Client, _readline, _terminate
 
 BOUND = 30.0
@@ -40,8 +51,10 @@ VM_LATENCY = 4.0
 HTTP_PORT = 8081
 
 
-def annotated(name: str, vip: str, endpoints: dict[str, bool], annotations: str) -> str:
-    text = service_yaml(name, vip, endpoints)
+def annotated(name: str, vip: str, endpoints: dict[str, bool], annotations: str, udp: bool = False) -> str:
+    text = service_yaml(name, vip, endpoints, port=53 if udp else 80)
+    if udp:
+        text = text.replace("protocol: TCP", "protocol: UDP")
     plain = f"metadata: {{name: {name}, namespace: {NAMESPACE}}}"
     assert plain in text
     return text.replace(plain, f"metadata: {{name: {name}, namespace: {NAMESPACE}, annotations: {{{annotations}}}}}", 1)
@@ -98,10 +111,16 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             f"ipvsctl.io/health-check: http, ipvsctl.io/health-check-port: '{HTTP_PORT}', "
             f"ipvsctl.io/health-check-path: /healthz, ipvsctl.io/health-check-status-codes: '200', {CHECK}",
         ),
+        "hc-dns": (
+            "198.51.100.84",
+            ["be1", "be2"],
+            f"ipvsctl.io/health-check: dns, ipvsctl.io/health-check-port: '{HTTP_PORT}', "
+            f"ipvsctl.io/health-check-query: example.org, ipvsctl.io/health-check-query-type: A, {CHECK}",
+        ),
     }
 
     def weights(vip: str) -> dict[str, int] | None:
-        reals = tool.reals(vip, 80)
+        reals = tool.reals(vip, 53, "udp") if vip == "198.51.100.84" else tool.reals(vip, 80)
         by_address = {a: n for n, a in be.items()}
         return None if reals is None else {by_address.get(a, a): w for a, (w, _, _) in reals.items()}
 
@@ -122,13 +141,15 @@ def test_checks_take_failed_backends_out_and_put_them_back(
     agent = AgentProcess(state, manifests, tmp_path)
     with http_servers([backends["be1"], backends["be2"]], tmp_path) as modes:
         for name, (vip, ready, notes) in services.items():
-            write_atomically(manifests / f"{name}.yaml", annotated(name, vip, {be[b]: True for b in ready}, notes))
+            endpoints = {be[b]: True for b in ready}
+            write_atomically(manifests / f"{name}.yaml", annotated(name, vip, endpoints, notes, udp=name == "hc-dns"))
         try:
             agent.start()
             wait_weights("198.51.100.80", {"be1": 1, "be2": 1})
             wait_weights("198.51.100.81", {"be1": 1, "be2": 1})
             wait_weights("198.51.100.82", {"be4": 1})
             wait_weights("198.51.100.83", {"be1": 1, "be2": 1})
+            wait_weights("198.51.100.84", {"be1": 1, "be2": 1})
 
             # TCP check, drain, under a client loop: be1's server killed → weight 0, and the
             # requests that failed all fall between the kill and the moment it left rotation
@@ -153,11 +174,28 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             assert sorted(set(client.requests("198.51.100.80", 80, 6))) == ["be1", "be2"]
 
             # HTTP check on port 8081: 500 → out; a hung answer → out by the timeout; 200 → back
-            modes["be2"].write_text("500")
+            modes["be2"].write_text("500")  # and SERVFAIL for the DNS check
             wait_weights("198.51.100.83", {"be1": 1, "be2": 0})
             assert client.requests("198.51.100.83", 80, 4) == ["be1"] * 4
+            wait_weights("198.51.100.84", {"be1": 1, "be2": 0})
+            assert client.requests("198.51.100.84", 53, 4, proto="udp") == ["be1"] * 4
+            listed = subprocess.run(
+                [*ipvsctl_command(), "--state-dir", str(state), "list", "-o", "json"],
+                capture_output=True, text=True, check=True, timeout=120,
+            )  # fmt: skip
+            health = {
+                (vs["address"], r["address"]): r["health"]
+                for vs in json.loads(listed.stdout)
+                for r in vs["real_servers"]
+            }
+            assert health[("198.51.100.83", be["be2"])]["state"] == "down", health
+            assert health[("198.51.100.83", be["be2"])]["reason"] == "status 500"
+            assert health[("198.51.100.84", be["be2"])]["reason"] == "rcode SERVFAIL"
+            assert health[("198.51.100.84", be["be1"])]["state"] == "up"
+            assert health[("198.51.100.82", be["be4"])]["check"] == "tcp"
             modes["be2"].write_text("ok")
             wait_weights("198.51.100.83", {"be1": 1, "be2": 1})
+            wait_weights("198.51.100.84", {"be1": 1, "be2": 1})
             modes["be2"].write_text("hang")
             wait_weights("198.51.100.83", {"be1": 1, "be2": 0})
             modes["be2"].write_text("ok")

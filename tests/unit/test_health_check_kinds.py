@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipvsctl.checks.probe import dns_query, probe
-from ipvsctl.checks.spec import CheckSpec, check_defaults, spec_of
+from ipvsctl.checks.spec import KINDS, KNOBS, CheckSpec, check_defaults, spec_of
 from ipvsctl.errors import InputError
 from ipvsctl.model.k8s import Service
 from tests.conftest import ip
@@ -307,3 +309,38 @@ def test_validate_and_apply_catch_a_check_mistake(tmp_path: Path, monkeypatch: p
     code, _, err = cli_run("apply", "-f", str(manifests), "--node-ip", "192.0.2.10")
     assert code == 3 and want in err
     assert [vs.server.key.address for vs in kernel.dump()] == [ip("198.51.100.99")]
+
+
+# --- hostile annotations ---------------------------------------------------------------------
+
+KNOB_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["5", "0", "-1", "1e309", "nan", "inf", "0.1s", "3600", "3601", "65536", "/", "/x y",
+                     "200-100", "99", "600", ",", "true", "TRUE", "drain", "remove", "A", "soa", ".", "..",
+                     "a" * 300, "\x00", "\u2028", "\uff11\uff12"]),
+)  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    kind=st.one_of(
+        st.sampled_from(["tcp", "http", "https", "dns", "udp", "exec", "TCP", " http "]), st.text(max_size=8)
+    ),
+    knobs=st.dictionaries(st.one_of(st.sampled_from(KNOBS), st.text(max_size=12)), KNOB_VALUES, max_size=6),
+    defaults=st.dictionaries(st.sampled_from(KNOBS), KNOB_VALUES, max_size=3),
+)
+def test_any_annotations_give_a_check_or_an_error_naming_one(
+    kind: str, knobs: dict[str, str], defaults: dict[str, str]
+) -> None:
+    annotations = {key(): kind, **{key(k): v for k, v in knobs.items()}}
+    try:
+        spec = spec_of(svc(**annotations), defaults)
+    except InputError as err:
+        assert err.field.startswith("metadata.annotations.ipvsctl.io/health-check")
+        assert err.message
+        return
+    assert spec is not None and spec.kind in KINDS
+    assert 0.1 <= spec.timeout <= spec.interval <= 3600
+    assert 1 <= spec.failures <= 100 and 1 <= spec.successes <= 100
+    assert spec.port is None or 1 <= spec.port <= 65535
+    dns_query(1, spec.query, spec.query_type)  # any name that passes can be asked for
