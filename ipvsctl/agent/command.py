@@ -8,6 +8,7 @@ record and writes nothing if nothing changed); SIGHUP reads the config file agai
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -120,6 +121,7 @@ def run(config_file: Path | None, flags: dict[str, Any], state_dir: Path, open_k
         typer.echo(f"error: {err}", err=True)
         return EXIT_UNAVAILABLE
     store = Store(state_dir)
+    collecting = gc.isenabled()  # the start turns the collector off for a while (Agent.collector_paused)
     try:
         with store.locked(cfg.lock_timeout):
             return _run_locked(cfg, config_file, flags, settings, kernel, store, world, stop, open_kernel)
@@ -131,6 +133,8 @@ def run(config_file: Path | None, flags: dict[str, Any], state_dir: Path, open_k
         return EXIT_UNAVAILABLE
     finally:
         kernel.close()
+        if collecting:
+            gc.enable()
 
 
 def _run_locked(
@@ -157,6 +161,13 @@ def _run_locked(
         changed = kernel.set_sysctls(DEFAULT_SYSCTLS)
         if changed:
             log.info("sysctls set", **changed)
+    paused = gc.isenabled()
+    gc.disable()  # until the first full sync: see Agent.collector_paused
+    if cfg.manifests:
+        from ipvsctl.sources.directory import DirectorySource
+
+        assert isinstance(source, DirectorySource)
+        source.prime()  # every manifest parsed on every CPU, before any thread starts
     metrics = Metrics()
     engine.on_flush = metrics.count_conntrack_flushed
     checker = None
@@ -175,7 +186,7 @@ def _run_locked(
     else:
         engine.warn_checks = True
     metrics.set_stats_source(stats_source(engine, open_kernel))
-    agent = Agent(engine, world, metrics, timing_of(cfg), stop)
+    agent = Agent(engine, world, metrics, timing_of(cfg), stop, collector_paused=paused)
     server = None
     if cfg.metrics_address:
         try:

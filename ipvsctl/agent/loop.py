@@ -67,6 +67,9 @@ def next_step(
     return None, min(wake)
 
 
+COLLECTOR_PAUSE = 60.0
+
+
 @dataclass
 class Agent:
     engine: Engine
@@ -77,6 +80,11 @@ class Agent:
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     clocks: Clocks = field(default_factory=Clocks)
+    # The cycle collector was turned off for the start (command.py): the first scan or LIST and
+    # the first full sync allocate millions of objects that all live on, which its passes would
+    # walk again and again. Turned back on after the first full sync, or after COLLECTOR_PAUSE
+    # seconds of waiting for the sources, whichever comes first.
+    collector_paused: bool = False
     status: SyncStatus = field(init=False)
     _reload: Settings | None = field(init=False, default=None)
     _reload_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -97,9 +105,13 @@ class Agent:
     def run(self) -> None:
         """Wait for the sources' first complete view, then reconcile until ``stop`` is set."""
         generation = 0
+        waited = self.monotonic()
         while not self.world.ready and not self.stop.is_set():
             generation = self.world.wait(generation, 0.2)
+            if self.collector_paused and self.monotonic() - waited > COLLECTOR_PAUSE:
+                self._resume_collector()
         if self.stop.is_set():
+            self._resume_collector()
             return
         self._set_status(ready=True, ready_since=self.wall())
         retranslate = True
@@ -125,6 +137,7 @@ class Agent:
                 self.clocks.last_full = now
                 ok = self._run("full", lambda c=changes, r=retranslate: self.engine.resync(c.services, retranslate=r))
                 retranslate = not ok
+                self._resume_collector()
             elif action == "partial":
                 refs = set(changes.services) | self.engine.due_retries(now)
                 ok = self._run("partial", lambda refs=refs: self.engine.sync(refs))
@@ -133,6 +146,12 @@ class Agent:
                 ok = self._run("drain", self.engine.drain)
             if not ok:
                 self.world.touch(changes.services)  # not lost: the next step takes them again
+
+    def _resume_collector(self) -> None:
+        if self.collector_paused:
+            self.collector_paused = False
+            gc.freeze()  # what the start built stays: out of the collector's sight
+            gc.enable()
 
     def _run(self, kind: str, step: Callable[[], SyncReport]) -> bool:
         started = self.monotonic()

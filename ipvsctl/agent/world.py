@@ -57,6 +57,10 @@ class World:
         self._changed = threading.Condition(self._lock)
         self._index = _Index()
         self._problems: dict[ObjectKey, tuple[Problem, ...]] = {}
+        # keys by source (an object's key starts with it), so that one file's or one list's
+        # replacement costs its own objects, not every object's (10,000 files: 10,000 replacements)
+        self._by_source: dict[str, set[ObjectKey]] = {}
+        self._problems_by_source: dict[str, set[ObjectKey]] = {}
         self._dirty: set[ServiceRef] = set()
         self._everything = False
         self._waiting = set(sources)  # sources whose first complete view has not arrived
@@ -74,7 +78,7 @@ class World:
     def remove(self, key: ObjectKey) -> None:
         with self._lock:
             self._put(key, ())
-            self._problems.pop(key, None)
+            self._drop_problem(key)
             self._notify()
 
     def replace_kind(
@@ -88,17 +92,19 @@ class World:
 
         ``problems``, when given, replaces every problem recorded for that source (and kind)."""
         with self._lock:
-            mine = [k for k in self._index.objects if k[0] == source and (kind is None or k[1] == kind)]
+            mine = [k for k in self._by_source.get(source, ()) if kind is None or k[1] == kind]
             for key in mine:
                 if key not in objects:
                     self._put(key, ())
-                    self._problems.pop(key, None)
+                    self._drop_problem(key)
             for key, values in objects.items():
                 self._put(key, tuple(values))
             if problems is not None:
-                for key in [k for k in self._problems if k[0] == source and (kind is None or k[1] == kind)]:
-                    del self._problems[key]
-                self._problems.update({k: tuple(v) for k, v in problems.items() if v})
+                for key in [k for k in self._problems_by_source.get(source, ()) if kind is None or k[1] == kind]:
+                    self._drop_problem(key)
+                for key, found in problems.items():
+                    if found:
+                        self._set_problem(key, tuple(found))
             self._notify()
 
     def values(self, key: ObjectKey) -> tuple[Value, ...]:
@@ -108,15 +114,15 @@ class World:
 
     def keys(self, source: str) -> set[ObjectKey]:
         with self._lock:
-            return {k for k in self._index.objects if k[0] == source}
+            return set(self._by_source.get(source, ()))
 
     def report(self, key: ObjectKey, problems: Sequence[Problem]) -> None:
         """Problems with an object's latest version (empty: it is fine now)."""
         with self._lock:
             if problems:
-                self._problems[key] = tuple(problems)
+                self._set_problem(key, tuple(problems))
             else:
-                self._problems.pop(key, None)
+                self._drop_problem(key)
             self._notify()
 
     def set_node_ips(self, ips: Sequence[IPAddress]) -> None:
@@ -224,6 +230,14 @@ class World:
 
     # --- internals (lock held) ---
 
+    def _set_problem(self, key: ObjectKey, problems: tuple[Problem, ...]) -> None:
+        self._problems[key] = problems
+        self._problems_by_source.setdefault(key[0], set()).add(key)
+
+    def _drop_problem(self, key: ObjectKey) -> None:
+        if self._problems.pop(key, None) is not None:
+            _discard(self._problems_by_source, key)
+
     def _put(self, key: ObjectKey, values: tuple[Value, ...]) -> None:
         old = self._index.objects.get(key, ())
         if old == values:
@@ -232,8 +246,10 @@ class World:
         after = {service_ref(v) for v in values}
         if values:
             self._index.objects[key] = values
+            self._by_source.setdefault(key[0], set()).add(key)
         else:
             self._index.objects.pop(key, None)
+            _discard(self._by_source, key)
         for ref in before - after:
             self._index.by_service.discard(ref, key)
         for ref in after:
@@ -243,3 +259,11 @@ class World:
     def _notify(self) -> None:
         self.generation += 1
         self._changed.notify_all()
+
+
+def _discard(by_source: dict[str, set[ObjectKey]], key: ObjectKey) -> None:
+    keys = by_source.get(key[0])
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del by_source[key[0]]

@@ -1,16 +1,17 @@
-"""Read many manifest files on two CPUs: a forked child reads the second half while we read the first.
+"""Read many manifest files on every CPU: forked children read parts of the list while we read the first.
 
 Reading YAML into Python objects is most of a cold ``ipvsctl apply`` at 10,000 Services, and it
 is per-file work with no shared state, so it splits cleanly. The child starts as a copy of this
 process (``fork``: nothing is imported again), reads its files with the very function the parent
 uses, and sends back what each gave, pickled through a pipe; the parent merges every file's
 results in file order, so the outcome is exactly that of reading them one after the other.
+There is one part per CPU this process may run on, each of at least ``MIN_PART`` files.
 
 Used only where it is safe and worth it: at least ``MIN_FILES`` files, more than one CPU, a
 platform with ``fork``, and a process with no other thread (a forked child gets only the
-forking thread; the agent, with its threads, reads one by one). If the child fails in any way
-(exits non-zero, is killed, sends something unreadable), the parent reads the second half
-itself: the child can cost time, never a result.
+forking thread: the agent reads its manifests before it starts any, see
+``DirectorySource.prime``). If a child fails in any way (exits non-zero, is killed, sends
+something unreadable), the parent reads its part itself: a child can cost time, never a result.
 """
 
 from __future__ import annotations
@@ -25,33 +26,59 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 MIN_FILES = 256  # below this, forking costs more than it saves
+MIN_PART = 128  # files per part, at least
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 A = TypeVar("A")
 T = TypeVar("T")
 
 
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as a container's cpuset sets it)."""
+    count = os.cpu_count() or 1
+    with contextlib.suppress(AttributeError, OSError):
+        count = min(count, len(os.sched_getaffinity(0)))
+    return count
+
+
 def usable(count: int) -> bool:
-    """Whether reading ``count`` files would be split over a child process."""
-    return count >= MIN_FILES and (os.cpu_count() or 1) > 1 and hasattr(os, "fork") and threading.active_count() == 1
+    """Whether reading ``count`` files would be split over child processes."""
+    return count >= MIN_FILES and cpus() > 1 and hasattr(os, "fork") and threading.active_count() == 1
+
+
+def parts(names: Sequence[A]) -> list[Sequence[A]]:
+    """``names`` cut into one contiguous part per CPU (fewer when parts would be small)."""
+    count = max(2, min(cpus(), len(names) // MIN_PART))
+    size, extra = divmod(len(names), count)
+    out: list[Sequence[A]] = []
+    start = 0
+    for i in range(count):
+        end = start + size + (1 if i >= count - extra else 0)  # the parent's part is never the larger
+        out.append(names[start:end])
+        start = end
+    return out
 
 
 def each(names: Sequence[A], read: Callable[[A], T]) -> Iterator[T]:
-    """``read(name)`` for every name, in order; the second half read by a forked child when ``usable``.
+    """``read(name)`` for every name, in order; all parts but the first read by forked children
+    when ``usable``.
 
-    A name is a file name, or anything else: the child is a copy of this process, so it has them."""
+    A name is a file name, or anything else: a child is a copy of this process, so it has them."""
     if not usable(len(names)):
         yield from map(read, names)
         return
-    half = len(names) // 2
-    mine, theirs = names[:half], names[half:]
-    child = _start(theirs, read)
+    mine, *theirs = parts(names)
+    children: list[_Child | None] = []
     try:
+        children = [_start(part, read) for part in theirs]
         yield from map(read, mine)
-        results = _collect(child, len(theirs))
+        for child, part in zip(children, theirs, strict=True):
+            results = _collect(child, len(part))
+            _end(child)
+            yield from results if results is not None else map(read, part)
     finally:
-        _end(child)
-    yield from results if results is not None else map(read, theirs)
+        for child in children:
+            _end(child)
 
 
 class _Child:
@@ -121,10 +148,12 @@ def _collect(child: _Child | None, count: int) -> list[T] | None:
 
 
 def _end(child: _Child | None) -> None:
-    """Close the pipe and reap the child (killing it first when we stop before it is done)."""
-    if child is None:
+    """Close the pipe and reap the child (killing it first when we stop before it is done).
+    Ending a child twice does nothing the second time."""
+    if child is None or child.reader < 0:
         return
     os.close(child.reader)
+    child.reader = -1
     if child.pid:
         with contextlib.suppress(OSError):
             os.kill(child.pid, 9)

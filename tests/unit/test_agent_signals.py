@@ -36,7 +36,7 @@ SIGNAL = getattr(signal, sys.argv[2])
 class Stderr(io.TextIOWrapper):
     sent = 0
     def write(self, text):
-        if "manifest file read" in text and self.sent < 1:
+        if "manifests read" in text and self.sent < 1:
             self.sent += 1
             os.kill(os.getpid(), SIGNAL)  # handled before this write returns
             os.kill(os.getpid(), SIGNAL) if SIGNAL == signal.SIGHUP else None

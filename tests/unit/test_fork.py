@@ -77,6 +77,22 @@ def test_results_come_back_in_order(forking: None) -> None:
     assert _no_children_left()
 
 
+def test_one_part_per_cpu(forking: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 4 CPUs, 3 children read a part each; with few names, fewer parts (at least MIN_PART each)."""
+    monkeypatch.setattr(fork, "cpus", lambda: 4)
+    names = [str(i) for i in range(4 * fork.MIN_PART + 3)]
+    results = list(fork.each(names, lambda name: (name, os.getpid())))
+    assert [name for name, _ in results] == names
+    pids = [pid for _, pid in results]
+    assert pids[: fork.MIN_PART] == [os.getpid()] * fork.MIN_PART
+    children = list(dict.fromkeys(pids[fork.MIN_PART :]))
+    assert len(children) == 3 and os.getpid() not in children
+    assert [len(part) for part in fork.parts(names)] == [128, 129, 129, 129]
+    assert len(fork.parts(names[: 3 * fork.MIN_PART])) == 3
+    assert len(fork.parts(names[:10])) == 2
+    assert _no_children_left()
+
+
 @pytest.mark.parametrize("how", ["raises", "unpicklable", "exits", "killed"])
 def test_a_failing_child_costs_time_not_results(forking: None, how: str) -> None:
     parent = os.getpid()
