@@ -102,6 +102,16 @@ def _signature(path: str) -> Signature | None:
     return _SIGNATURE.pack(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _parse_named(item: tuple[str, Signature]) -> tuple[bytes, list[Problem | Parsed]] | None:
+    """One file's parse cache key and results, or None when it cannot be read (``prime``)."""
+    name = item[0]
+    try:
+        data = read_file(name)
+    except OSError:
+        return None
+    return cache_key(name, data), parse_file(name, data)
+
+
 class DirectorySource:
     """Keeps the World in step with manifest files under ``paths``. Start with ``start()``."""
 
@@ -161,29 +171,31 @@ class DirectorySource:
     def prime(self) -> int:
         """Read and parse every manifest now, on every CPU (``sources/fork.py``: call this before
         the agent starts any thread); the first scan then takes these results for each file whose
-        signature is still the one read here. Returns how many files were parsed (not cached)."""
+        signature is still the one seen here. Returns how many files were parsed (not cached).
+
+        Only results are kept, never the files' bytes: a file the parse cache does not have is
+        read again by whoever parses it, and cached under the digest of what that read gave."""
         files, _ = self.files_and_dirs()
-        read: list[tuple[str, Signature, bytes]] = []
+        misses: list[tuple[str, Signature]] = []
         for name in sorted(files):
             sig = _signature(name)
             if sig is None:
                 continue
-            try:
-                read.append((name, sig, read_file(name)))
-            except OSError:
-                continue  # the scan reports it
-        misses: list[tuple[str, Signature, bytes]] = []
-        for name, sig, data in read:
-            cached = self.cache.get(cache_key(name, data)) if self.cache is not None else None
-            if cached is not None:
-                self._primed[name] = (sig, cached)
-            else:
-                misses.append((name, sig, data))
-        del read
-        parsed = fork.each(misses, lambda item: parse_file(item[0], item[2]))
-        for (name, sig, data), results in zip(misses, parsed, strict=True):
             if self.cache is not None:
-                self.cache.put(cache_key(name, data), results)
+                try:
+                    cached = self.cache.get(cache_key(name, read_file(name)))
+                except OSError:
+                    continue  # the scan reports it
+                if cached is not None:
+                    self._primed[name] = (sig, cached)
+                    continue
+            misses.append((name, sig))
+        for (name, sig), parsed in zip(misses, fork.each(misses, _parse_named), strict=True):
+            if parsed is None:
+                continue  # unreadable now: the scan reports it
+            key, results = parsed
+            if self.cache is not None:
+                self.cache.put(key, results)
             self._primed[name] = (sig, results)
         return len(misses)
 

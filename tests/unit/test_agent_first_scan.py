@@ -83,3 +83,17 @@ def test_the_collector_is_paused_until_the_first_full_sync(tmp_path: Path) -> No
     finally:
         gc.enable() if was else gc.disable()
         gc.unfreeze()
+
+
+def test_prime_uses_and_fills_the_parse_cache(tmp_path: Path) -> None:
+    from ipvsctl.cache import ParseCache
+
+    shutil.copytree(EXAMPLES, tmp_path / "m")
+    first = DirectorySource([str(tmp_path / "m")], World([SOURCE]), threading.Event(), cache=ParseCache(tmp_path / "c"))
+    assert first.prime() == len(list((tmp_path / "m").glob("*.yaml")))  # all parsed
+    first.scan()  # saves the cache
+    world = World([SOURCE])
+    again = DirectorySource([str(tmp_path / "m")], world, threading.Event(), cache=ParseCache(tmp_path / "c"))
+    assert again.prime() == 0  # every file from the cache
+    again.scan()
+    assert snapshot(world) == snapshot(scanned(tmp_path / "m", False))
