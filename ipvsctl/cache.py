@@ -73,6 +73,8 @@ ALLOWED = frozenset(
         ("ipvsctl.model.ipvs", "ServiceKey"),
         ("ipvsctl.model.ipvs", "RealKey"),
         ("ipvsctl.model.ipvs", "RealServer"),
+        ("ipvsctl.model.ipvs", "RealServerState"),
+        ("ipvsctl.model.ipvs", "Stats"),
         ("ipvsctl.model.ipvs", "VirtualServer"),
         ("ipvsctl.model.ipvs", "Forward"),
         ("ipvsctl.model.ipvs", "ServiceFlag"),

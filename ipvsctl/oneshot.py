@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from ipvsctl import readcache
 from ipvsctl.apply import Result, observe, sync
 from ipvsctl.cache import ParseCache, TranslationCache
 from ipvsctl.kernel.base import Kernel
 from ipvsctl.model.desired import Desired
 from ipvsctl.model.ipvs import address_sort_key
+from ipvsctl.plan import Observed
 from ipvsctl.settings import Settings
 from ipvsctl.sources.files import load, load_inputs, read_inputs
 from ipvsctl.state import Store
@@ -79,7 +81,16 @@ def reconcile(
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them.
     Raises StateError when the ownership record cannot be used."""
     started = time.perf_counter()
-    observed = observe(kernel)  # read once: it also gives the default node addresses
+    observed = None
+    if dry_run and cache_dir is not None:  # diff: real servers the kernel shows unchanged come from the cache
+        found: list[str] = []
+        services = readcache.read(kernel, cache_dir, found)
+        for note in found:
+            notes(*(("debug", "cache not written") if " not written" in note else ("warning", "cache ignored")), note)
+        if services is not None:
+            observed = Observed(services, frozenset(kernel.bound_addresses()), frozenset(kernel.node_addresses()))
+    if observed is None:
+        observed = observe(kernel)  # read once: it also gives the default node addresses
     read = time.perf_counter()
     if files is None:
         desired = Desired()

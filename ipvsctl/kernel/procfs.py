@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from hashlib import blake2b
 from typing import BinaryIO
 
 from ipvsctl.model.ipvs import Protocol, ServiceKey
@@ -81,7 +82,8 @@ def _summarize(text: bytes, stop: int | None, out: dict[ServiceKey, int]) -> Non
     for match in _BLOCK.finditer(text, 0, len(text) if stop is None else stop):
         key = _key(match.group(1), match.group(2))
         if key is not None:
-            out[key] = hash(match.group(0))
+            # the same number in every process (``hash`` of bytes is not): ``diff`` keeps it on disk
+            out[key] = int.from_bytes(blake2b(match.group(0), digest_size=8).digest(), "little")
 
 
 def _key(proto: bytes, where: bytes) -> ServiceKey | None:

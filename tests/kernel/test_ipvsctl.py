@@ -364,7 +364,8 @@ def _json_service(name: str, vip: str, backends: list[str]) -> str:
 def test_cached_diff_and_json_manifests_on_the_real_kernel(ipvsctl: Ipvsctl, ipvsadm: str, client: Client) -> None:
     """The console script on JSON manifests: apply, then `diff` (the quick path, translation from
     the cache) is empty; a weight changed behind ipvsctl's back still shows, and apply restores
-    it; a manifest change shows and applies; a damaged cache is ignored with a warning."""
+    it; a threshold (not in /proc/net/ip_vs) shows within 8 cached diffs; a manifest change shows
+    and applies; a damaged cache is ignored with a warning."""
     exe = Path(sys.executable).with_name("ipvsctl")
     base = [str(exe), "--state-dir", str(ipvsctl.state)]
     node = ["-f", str(ipvsctl.manifests), "--node-ip", NODE_CLIENT_V4, "--node-name", "node-a"]
@@ -384,6 +385,17 @@ def test_cached_diff_and_json_manifests_on_the_real_kernel(ipvsctl: Ipvsctl, ipv
     subprocess.run([ipvsadm, "-e", "-t", vip, "-r", be1, "-m", "-w", "5"], check=True)
     code, out, err = run("diff", *node)
     assert code == 1 and BE["be1"] in out and "weight" in out, out + err
+    assert run("apply", *node)[0] == 0
+    assert f"-a -t {vip} -r {be1} -m -w 1" in ipvsadm_rules(ipvsadm)
+
+    # diff's kernel-read cache (from /proc/net/ip_vs): a threshold, which /proc does not show, is
+    # seen at once by a full read and by the cached diff within readcache.DEEP_EVERY runs
+    assert run("diff", *node)[:2] == (0, "")
+    assert (ipvsctl.state / "cache" / "kernel-read.pickle").exists()
+    subprocess.run([ipvsadm, "-e", "-t", vip, "-r", be1, "-m", "-w", "1", "-x", "50"], check=True)
+    assert run("diff", "--no-cache", *node)[0] == 1
+    runs = next((n for n in range(1, 9) if run("diff", *node)[0] == 1), None)
+    assert runs is not None, "the cached diff never read the changed real server again"
     assert run("apply", *node)[0] == 0
     assert f"-a -t {vip} -r {be1} -m -w 1" in ipvsadm_rules(ipvsadm)
 
