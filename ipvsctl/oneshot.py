@@ -81,23 +81,32 @@ def reconcile(
     """Translate the files (None: nothing is desired, as in cleanup) and sync the kernel to them.
     Raises StateError when the ownership record cannot be used."""
     started = time.perf_counter()
-    observed = None
-    if dry_run and cache_dir is not None:  # diff: real servers the kernel shows unchanged come from the cache
+    if dry_run and cache_dir is not None and files is not None:
+        # diff: translate first, so that real servers the kernel shows unchanged come from the
+        # kernel-read cache packed as the translation's own (readcache.py)
+        local = frozenset(kernel.node_addresses())
+        if not settings.node_ips:
+            settings = replace(settings, node_ips=tuple(sorted(local, key=address_sort_key)))
+        desired = translated(files, settings, notes, cache_dir=cache_dir)
+        read = time.perf_counter()
         found: list[str] = []
-        services = readcache.read(kernel, cache_dir, found)
+        services = readcache.read(kernel, cache_dir, found, desired.services.get)
         for note in found:
             notes(*(("debug", "cache not written") if " not written" in note else ("warning", "cache ignored")), note)
         if services is not None:
-            observed = Observed(services, frozenset(kernel.bound_addresses()), frozenset(kernel.node_addresses()))
-    if observed is None:
-        observed = observe(kernel)  # read once: it also gives the default node addresses
-    read = time.perf_counter()
-    if files is None:
-        desired = Desired()
+            observed = Observed(services, frozenset(kernel.bound_addresses()), local)
+        else:
+            observed = observe(kernel)
+        seconds = {"manifests": read - started, "kernel read": time.perf_counter() - read}
     else:
-        if not settings.node_ips:
-            settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
-        desired = translated(files, settings, notes, cache_dir=cache_dir)
-    seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
+        observed = observe(kernel)  # read once: it also gives the default node addresses
+        read = time.perf_counter()
+        if files is None:
+            desired = Desired()
+        else:
+            if not settings.node_ips:
+                settings = replace(settings, node_ips=tuple(sorted(observed.local, key=address_sort_key)))
+            desired = translated(files, settings, notes, cache_dir=cache_dir)
+        seconds = {"kernel read": read - started, "manifests": time.perf_counter() - read}
     result = sync(desired, kernel, Store(settings.state_dir), settings, dry_run=dry_run, observed=observed)
     return desired, replace(result, seconds={**seconds, **result.seconds})

@@ -153,6 +153,11 @@ class RealServers(Sequence[RealServer]):
     def __getitem__(self, index: int | slice) -> RealServer | tuple[RealServer, ...]:
         return tuple(self)[index]
 
+    def packed(self) -> bytes | None:
+        """The bytes these real servers are packed into when all are plain (None otherwise): two
+        such ``RealServers`` with equal bytes hold equal real servers in the same order."""
+        return None if self._others else self._data
+
     def same(self, reals: Sequence[RealServer]) -> bool:
         """Equal, in this order, to these real servers (compared field by field)."""
         if len(reals) != self._count:

@@ -122,3 +122,21 @@ def test_a_damaged_cache_is_ignored_and_rebuilt(setup: tuple[Counting, Path, Pat
     code, _, reads = diff(kernel, manifests)
     assert (code, reads) == (0, SERVICES)  # nothing trusted: everything read
     assert diff(kernel, manifests)[2] < SERVICES  # and the rebuilt cache is used
+
+
+def test_real_servers_the_translation_wants_are_kept_packed(setup: tuple[Counting, Path, Path]) -> None:
+    from ipvsctl.cache import code_digest, read_sealed
+
+    kernel, manifests, state = setup
+    diff(kernel, manifests)
+    _, entries = read_sealed(state / "cache" / readcache.FILE, code_digest(), [])
+    assert len(entries) == SERVICES and all(isinstance(kept[0], bytes) for _, kept in entries.values())
+    # the translation now wants other real servers: that packed entry no longer fits, so that
+    # virtual server is read again even when it is not its turn, and the change is reported
+    svc = rules.service(3)
+    one = manifests / svc.file_name
+    one.write_text(rules.manifest(svc, not_ready=[0]))
+    kernel.read_keys.clear()
+    code, out, _ = diff(kernel, manifests)
+    assert code == 1 and svc.endpoints[0] in out, out
+    assert ip(svc.vip) in {k.address for k in kernel.read_keys}  # type: ignore[attr-defined]
