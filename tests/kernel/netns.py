@@ -64,7 +64,7 @@ BACKEND_PORT = 8080
 # --- the agent, run inside the namespaces ------------------------------------------------
 # Arguments: serve NAME PORT | requests tcp|udp VIP PORT N TIMEOUT [SOURCE]
 #            | hold VIP PORT N TIMEOUT [SOURCE] | serve-http PORT MODE_FILE
-#            | loop VIP PORT SECONDS PERIOD TIMEOUT
+#            | loop VIP PORT SECONDS PERIOD TIMEOUT [http]
 # requests/hold print one line: "answers" then one word per request (a name or "!error").
 
 
@@ -157,15 +157,17 @@ def _serve_http(port: int, mode_file: str) -> None:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def _loop(vip: str, port: int, seconds: float, period: float, timeout: float) -> None:
+def _loop(vip: str, port: int, seconds: float, period: float, timeout: float, http: bool = False) -> None:
     """TCP requests every ``period`` s for ``seconds`` s; one line per request as it ends:
-    "MONOTONIC ANSWER" (CLOCK_MONOTONIC is the machine's: the test compares it with its own)."""
+    "MONOTONIC ANSWER" (CLOCK_MONOTONIC is the machine's: the test compares it with its own).
+    With ``http``, each sends a GET and the answer is the status line."""
     import time
 
     print("ready", flush=True)
     end = time.monotonic() + seconds
+    hello = b"GET / HTTP/1.0\r\n\r\n" if http else b""
     while (started := time.monotonic()) < end:
-        sock, answer = _connect(socket.SOCK_STREAM, vip, port, timeout, None)
+        sock, answer = _connect(socket.SOCK_STREAM, vip, port, timeout, None, hello)
         sock.close()
         print(f"{started:.3f} {answer}", flush=True)
         time.sleep(max(0.0, period - (time.monotonic() - started)))
@@ -181,8 +183,10 @@ def _error_name(exc: OSError) -> str:
     return "!" + "_".join(name.split())
 
 
-def _connect(kind: int, vip: str, port: int, timeout: float, source: str | None) -> tuple[socket.socket, str]:
-    """A new socket to the VIP and who answered on it (or "!error")."""
+def _connect(
+    kind: int, vip: str, port: int, timeout: float, source: str | None, hello: bytes = b""
+) -> tuple[socket.socket, str]:
+    """A new socket to the VIP and who answered on it (or "!error"); a TCP one sends ``hello`` first."""
     sock = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET, kind)
     sock.settimeout(timeout)
     try:
@@ -193,6 +197,8 @@ def _connect(kind: int, vip: str, port: int, timeout: float, source: str | None)
             sock.send(b"who?\n")
             data = sock.recv(65535)
         else:
+            if hello:
+                sock.sendall(hello)
             data = b""
             while not data.endswith(b"\n") and (chunk := sock.recv(4096)):
                 data += chunk
@@ -216,7 +222,7 @@ def _agent(argv: list[str]) -> None:
         _serve_http(int(argv[1]), argv[2])
         return
     if argv[0] == "loop":
-        _loop(argv[1], int(argv[2]), float(argv[3]), float(argv[4]), float(argv[5]))
+        _loop(argv[1], int(argv[2]), float(argv[3]), float(argv[4]), float(argv[5]), argv[6:] == ["http"])
         return
     if argv[0] == "requests":
         kind = socket.SOCK_DGRAM if argv[1] == "udp" else socket.SOCK_STREAM
@@ -463,10 +469,13 @@ class Client:
         self._holds.append(held)
         return held
 
-    def loop(self, vip: str, port: int, seconds: float, period: float = 0.1, timeout: float = 1.0) -> Loop:
-        """TCP requests every ``period`` s for ``seconds`` s, in the background; see Loop."""
+    def loop(
+        self, vip: str, port: int, seconds: float, period: float = 0.1, timeout: float = 1.0, http: bool = False
+    ) -> Loop:
+        """TCP requests every ``period`` s for ``seconds`` s, in the background (with ``http``, a
+        GET each, answered by the status line); see Loop."""
         process = subprocess.Popen(
-            self._agent("loop", vip, port, seconds, period, timeout),
+            self._agent("loop", vip, port, seconds, period, timeout, "http" if http else None),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if _readline(process, START_TIMEOUT).strip() != "ready":

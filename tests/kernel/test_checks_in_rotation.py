@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,8 +50,10 @@ VM_LATENCY = 4.0
 HTTP_PORT = 8081
 
 
-def annotated(name: str, vip: str, endpoints: dict[str, bool], annotations: str, udp: bool = False) -> str:
-    text = service_yaml(name, vip, endpoints, port=53 if udp else 80)
+def annotated(
+    name: str, vip: str, endpoints: dict[str, bool], annotations: str, udp: bool = False, target_port: int = 8080
+) -> str:
+    text = service_yaml(name, vip, endpoints, port=53 if udp else 80, target_port=target_port)
     if udp:
         text = text.replace("protocol: TCP", "protocol: UDP")
     plain = f"metadata: {{name: {name}, namespace: {NAMESPACE}}}"
@@ -60,27 +61,34 @@ def annotated(name: str, vip: str, endpoints: dict[str, bool], annotations: str,
     return text.replace(plain, f"metadata: {{name: {name}, namespace: {NAMESPACE}, annotations: {{{annotations}}}}}", 1)
 
 
-@contextmanager
-def http_servers(backends: list[Backend], modes: Path) -> Iterator[dict[str, Path]]:
-    """An HTTP server on HTTP_PORT in each backend; write "500", "hang" or "ok" to its file."""
-    processes: list[subprocess.Popen[str]] = []
-    files = {b.name: modes / f"mode-{b.name}" for b in backends}
-    try:
-        for b in backends:
-            processes.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", b.netns, *b.agent_cmd, "serve-http", str(HTTP_PORT), str(files[b.name])],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for process in processes:
-            assert _readline(process, 60).strip() == "ready"
-        yield files
-    finally:
-        for process in processes:
+class HttpServers:
+    """An HTTP (and DNS) server on HTTP_PORT in each backend given; ``modes[name]`` is the file
+    whose "500", "hang" or "ok" it answers by; ``stop``/``start`` kill and restart one."""
+
+    def __init__(self, backends: list[Backend], modes: Path) -> None:
+        self.backends = {b.name: b for b in backends}
+        self.modes = {b.name: modes / f"mode-{b.name}" for b in backends}
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self, name: str) -> None:
+        b = self.backends[name]
+        argv = ["ip", "netns", "exec", b.netns, *b.agent_cmd, "serve-http", str(HTTP_PORT), str(self.modes[name])]
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.processes[name] = process
+        assert _readline(process, 60).strip() == "ready"
+
+    def stop(self, name: str) -> None:
+        _terminate(self.processes.pop(name))
+
+    def __enter__(self) -> HttpServers:
+        for name in self.backends:
+            self.start(name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes.values():
             _terminate(process)
 
 
@@ -117,6 +125,16 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             f"ipvsctl.io/health-check: dns, ipvsctl.io/health-check-port: '{HTTP_PORT}', "
             f"ipvsctl.io/health-check-query: example.org, ipvsctl.io/health-check-query-type: A, {CHECK}",
         ),
+        "hc-web": ("198.51.100.85", ["be1", "be2"], f"ipvsctl.io/health-check: http, {CHECK}"),  # traffic on 8081
+        "hc-exec-tcp": (
+            "198.51.100.86",
+            ["be1", "be2"],
+            "ipvsctl.io/health-check: exec, ipvsctl.io/health-check-command: "
+            "'bash -c \"exec 3<>/dev/tcp/$IPVSCTL_CHECK_ADDRESS/$IPVSCTL_CHECK_PORT\"', "
+            # bash starts slowly under emulation: a longer timeout, and so a longer interval
+            "ipvsctl.io/health-check-interval: '1', ipvsctl.io/health-check-timeout: '1', "
+            "ipvsctl.io/health-check-failures: '2', ipvsctl.io/health-check-retry-delay: '0.2'",
+        ),
     }
 
     def weights(vip: str) -> dict[str, int] | None:
@@ -129,20 +147,54 @@ def test_checks_take_failed_backends_out_and_put_them_back(
         wait_for(lambda: weights(vip) in wanted, BOUND, f"{vip}: weights {wanted}", describe=lambda: str(weights(vip)))
         return time.monotonic() - started
 
-    def reasons(service: str, state: str) -> list[str]:
+    def reasons(service: str, state: str, backend: str) -> list[str]:
         return [
             e["reason"]
             for e in agent.events()
             if e.get("event") == "health changed"
             and e.get("service") == f"{NAMESPACE}/{service}"
             and e.get("state") == state
+            and str(e.get("server", "")).startswith(be[backend] + ":")
         ]
 
+    def kill_under_loop(
+        vip: str,
+        stop: Callable[[], None],
+        start: Callable[[], None],
+        down: dict[str, int],
+        http: bool = False,
+        detection: float = DETECTION,
+    ) -> tuple[float, list[tuple[float, str]], float, float]:
+        """A client loop on ``vip`` while ``stop`` kills a backend: the weights go to ``down``, and
+        every failed request falls between the kill and that moment; then ``start`` brings it back.
+        Returns (seconds to leave rotation, the loop's answers, the kill's time, seconds to come back)."""
+        up = weights(vip)
+        assert up is not None
+        loop = client.loop(vip, 80, seconds=4 + detection + VM_LATENCY, period=0.05, timeout=1.0, http=http)
+        time.sleep(1.5)
+        killed = time.monotonic()
+        stop()
+        wait_weights(vip, down)
+        out = time.monotonic()
+        answers = loop.result()
+        failed = [t for t, answer in answers if answer.startswith("!")]
+        assert failed, f"{vip}: no request failed: the killed backend was never scheduled before it left"
+        assert all(killed - 0.05 <= t <= out for t in failed), (vip, killed, out, failed)
+        assert [a for t, a in answers if t > out] and not [a for t, a in answers if t > out and a.startswith("!")]
+        assert out - killed <= detection + VM_LATENCY, (vip, out - killed)
+        start()
+        back = wait_weights(vip, up)
+        return out - killed, answers, killed, back
+
     agent = AgentProcess(state, manifests, tmp_path)
-    with http_servers([backends["be1"], backends["be2"]], tmp_path) as modes:
+    with HttpServers([backends["be1"], backends["be2"]], tmp_path) as http:
+        modes = http.modes
         for name, (vip, ready, notes) in services.items():
             endpoints = {be[b]: True for b in ready}
-            write_atomically(manifests / f"{name}.yaml", annotated(name, vip, endpoints, notes, udp=name == "hc-dns"))
+            text = annotated(
+                name, vip, endpoints, notes, udp=name == "hc-dns", target_port=HTTP_PORT if name == "hc-web" else 8080
+            )
+            write_atomically(manifests / f"{name}.yaml", text)
         try:
             agent.start()
             wait_weights("198.51.100.80", {"be1": 1, "be2": 1})
@@ -150,28 +202,35 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             wait_weights("198.51.100.82", {"be4": 1})
             wait_weights("198.51.100.83", {"be1": 1, "be2": 1})
             wait_weights("198.51.100.84", {"be1": 1, "be2": 1})
+            wait_weights("198.51.100.85", {"be1": 1, "be2": 1})
+            wait_weights("198.51.100.86", {"be1": 1, "be2": 1})
 
             # TCP check, drain, under a client loop: be1's server killed → weight 0, and the
             # requests that failed all fall between the kill and the moment it left rotation
-            loop = client.loop("198.51.100.80", 80, seconds=6 + VM_LATENCY, period=0.05, timeout=1.0)
-            time.sleep(1.5)
-            killed = time.monotonic()
-            backends["be1"].stop_server()
-            wait_weights("198.51.100.80", {"be1": 0, "be2": 1})
-            out = time.monotonic()
-            answers = loop.result()
+            out, answers, killed, back = kill_under_loop(
+                "198.51.100.80", backends["be1"].stop_server, backends["be1"].start_server, {"be1": 0, "be2": 1}
+            )
             failed = [t for t, answer in answers if answer.startswith("!")]
-            assert failed, "no request failed: be1 was never scheduled between the kill and the drain"
-            assert all(killed - 0.05 <= t <= out for t in failed), (killed, out, failed)
-            after = [answer for t, answer in answers if t > out]
-            assert after and set(after) == {"be2"}, after
+            assert {a for t, a in answers if t > killed + out} == {"be2"}
             assert {answer for t, answer in answers if t < killed} == {"be1", "be2"}
-            assert out - killed <= DETECTION + VM_LATENCY, out - killed
-            assert reasons("hc-tcp", "down") == ["connection refused"]
-            assert client.requests("198.51.100.80", 80, 6) == ["be2"] * 6
-            backends["be1"].start_server()  # returns once the server listens
-            back = wait_weights("198.51.100.80", {"be1": 1, "be2": 1})
+            assert reasons("hc-tcp", "down", "be1") == ["connection refused"]
             assert sorted(set(client.requests("198.51.100.80", 80, 6))) == ["be1", "be2"]
+
+            # the same for an HTTP check of the port the traffic goes to (be1's HTTP server
+            # killed), and an exec check connecting with bash (be2's server killed)
+            web = kill_under_loop(
+                "198.51.100.85", lambda: http.stop("be1"), lambda: http.start("be1"), {"be1": 0, "be2": 1}, http=True
+            )
+            assert reasons("hc-web", "down", "be1") == ["connection refused"]
+            tcp_exec = kill_under_loop(
+                "198.51.100.86",
+                backends["be2"].stop_server,
+                backends["be2"].start_server,
+                {"be1": 1, "be2": 0},
+                detection=1.0 * 2 + 1.0,
+            )
+            assert reasons("hc-exec-tcp", "down", "be2") == ["exit status 1"]
+            wait_weights("198.51.100.80", {"be1": 1, "be2": 1})
 
             # HTTP check on port 8081: 500 → out; a hung answer → out by the timeout; 200 → back
             modes["be2"].write_text("500")  # and SERVFAIL for the DNS check
@@ -200,7 +259,7 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             wait_weights("198.51.100.83", {"be1": 1, "be2": 0})
             modes["be2"].write_text("ok")
             wait_weights("198.51.100.83", {"be1": 1, "be2": 1})
-            assert reasons("hc-http", "down") == ["status 500", f"timed out after {TIMEOUT:g} s"]
+            assert reasons("hc-http", "down", "be2") == ["status 500", f"timed out after {TIMEOUT:g} s"]
 
             # exec check, remove: the command fails for be2 only → be2 deleted
             flag.touch()
@@ -220,10 +279,13 @@ def test_checks_take_failed_backends_out_and_put_them_back(
             assert client.requests("198.51.100.82", 80, 3) == ["be4"] * 3
             with capsys.disabled():
                 print(
-                    f"\nMEASURED tcp check (interval {INTERVAL} s, failures {FAILURES}, successes {SUCCESSES}): "
-                    f"server killed → weight 0 in {out - killed:.2f} s (keepalived's bound {DETECTION:g} s), "
-                    f"{len(failed)} of {len(answers)} loop requests failed, all inside it; "
-                    f"restarted → back in {back:.2f} s"
+                    f"\nMEASURED checks (interval {INTERVAL} s, failures {FAILURES}, successes {SUCCESSES}; "
+                    f"keepalived's bound {DETECTION:g} s): tcp: killed → weight 0 in {out:.2f} s, "
+                    f"{len(failed)} of {len(answers)} loop requests failed, all inside it, back in {back:.2f} s; "
+                    f"http: {web[0]:.2f} s, {sum(a.startswith('!') for _, a in web[1])} failed, "
+                    f"back in {web[3]:.2f} s; "
+                    f"exec: {tcp_exec[0]:.2f} s, {sum(a.startswith('!') for _, a in tcp_exec[1])} failed, "
+                    f"back in {tcp_exec[3]:.2f} s"
                 )
             for name in services:
                 (manifests / f"{name}.yaml").unlink()
