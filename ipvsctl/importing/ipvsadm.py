@@ -230,10 +230,8 @@ def _imported(svc: _Service, notes: list[Note]) -> Imported:
         if real.address.version != svc.address.version:
             notes.append(Note(real.where, f"{real.address} is of another family than its virtual server; left out"))
             continue
-        if forward != Forward.MASQ and real.port != svc.port:
-            notes.append(Note(real.where, f"port {real.port}: with {FORWARD_NAMES[forward]} a real server's port "
-                                          f"is its virtual server's ({svc.port}) for ipvsctl"))  # fmt: skip
-            real = replace(real, port=svc.port)
+        if forward != Forward.MASQ:
+            real = replace(real, port=svc.port)  # as ipvsadm does: packets to a dr/tunnel server keep their port
         if any(r.address == real.address and r.port == real.port for r in reals):
             notes.append(Note(real.where, f"real server {real.address} port {real.port} is given twice; left out"))
             continue

@@ -5,9 +5,11 @@ Only the virtual-server half of keepalived is read. What has no equivalent (VRRP
 group virtual servers, notifier scripts, alpha/omega, hysteresis, checkers other than TCP_CHECK,
 HTTP_GET, SSL_GET and MISC_CHECK, keywords this module does not know) becomes a note naming the
 file and line; a value that is not what keepalived takes (a bad address, port or number) is a
-``ConfigError``. keepalived's defaults are kept: scheduler ``wlc``, forwarding NAT, protocol TCP,
-persistence 360 s when ``persistence_timeout`` has no value, weight 1, the real server's port
-is the virtual server's when it has none.
+``ConfigError``. keepalived's defaults are kept, as keepalived 2.2.7 applies them in the test VM:
+scheduler ``wlc``, forwarding NAT, protocol **UDP** (earlier keepalived versions took TCP),
+persistence 360 s when ``persistence_timeout`` has no value, weight 1; a real server's port is
+the virtual server's when it has none, and always with DR and TUN; a virtual server without
+real servers is not created.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class VirtualServer:
     where: Where
     address: IPAddress
     port: int | None
-    protocol: str = "TCP"
+    protocol: str = "UDP"  # keepalived 2.2's default ("no protocol set - defaulting to UDP")
     scheduler: str | None = None
     flags: tuple[str, ...] = ()
     method: str = "NAT"
@@ -425,6 +427,9 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
     if not vs.port:
         note(Note(vs.where, "a virtual server without a port (every port): a Service port is 1…65535"))
         return None
+    if not vs.reals:
+        note(Note(vs.where, "a virtual server without real servers: keepalived ignores it, and so does the import"))
+        return None
     scheduler = vs.scheduler or DEFAULT_SCHEDULER
     if scheduler not in SCHEDULERS:
         note(Note(vs.where, f"unknown scheduler {scheduler!r}; ipvsctl knows {', '.join(SCHEDULERS)}"))
@@ -445,10 +450,8 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
         if rs.method is not None and rs.method != vs.method:
             note(Note(rs.where, f"lvs_method {rs.method}: ipvsctl forwards to all real servers of a Service alike; "
                                 f"{vs.method} is used"))  # fmt: skip
-        if forward != Forward.MASQ and port != vs.port:
-            note(Note(rs.where, f"port {port}: with {vs.method} a real server's port is its virtual server's "
-                                f"({vs.port}) for ipvsctl, as for ipvsadm"))  # fmt: skip
-            port = vs.port
+        if forward != Forward.MASQ:
+            port = vs.port  # as keepalived ("ports don't match - resetting") and ipvsadm do
         if any(r.address == rs.address and r.port == port for r in reals):
             note(Note(rs.where, f"real server {rs.address} port {port} is given twice; the first is kept"))
             continue
