@@ -235,7 +235,7 @@ CHECKS = [
             status_codes=((200, 299), (301, 301)),
             host="shop.example.org",
             on_failure="drain",
-        ),  # fmt: skip
+        ),
         id="http-get",
     ),
     pytest.param(
@@ -255,7 +255,7 @@ CHECKS = [
             status_codes=((200, 299),),
             insecure=True,
             on_failure="drain",
-        ),  # fmt: skip
+        ),
         id="ssl-get-defaults",
     ),
     pytest.param(
@@ -283,7 +283,7 @@ CHECKS = [
             retry_delay=1,
             command="/usr/local/bin/check.sh $IPVSCTL_CHECK_ADDRESS 8080",
             on_failure="drain",
-        ),  # fmt: skip
+        ),
         id="misc-check-own-address",
     ),
 ]
@@ -395,25 +395,32 @@ def test_stdout_is_one_yaml_stream_with_a_file_per_service_otherwise(tmp_path: P
     assert [d for f in files for d in yaml.safe_load_all(f.read_text())] == streamed
 
 
+VS = "virtual_server 198.51.100.1 80 {\n"
 ERRORS = [
-    pytest.param("virtual_server 198.51.100.1 80 {\n  real_server 203.0.113.1 80 {\n}\n", ":1: '{' of virtual_server is never closed", id="unclosed"),
+    pytest.param(
+        VS + "  real_server 203.0.113.1 80 {\n}\n", ":1: '{' of virtual_server is never closed", id="unclosed"
+    ),
     pytest.param("}\n", ":1: '}' closes no block", id="stray-close"),
-    pytest.param("virtual_server 198.51.100.300 80 {\n}\n", ":1: '198.51.100.300' is not an IP address", id="bad-address"),
-    pytest.param("virtual_server 198.51.100.1 80 {\n real_server 203.0.113.1 80 {\n  weight x\n }\n}\n", ":3: weight 'x' must be a whole number", id="bad-weight"),
-    pytest.param("virtual_server 198.51.100.1 99999 {\n}\n", ":1: port '99999' must be a whole number", id="bad-port"),
-    pytest.param('virtual_server 198.51.100.1 80 {\n  lb_algo "rr\n}\n', ":2: unterminated quoted string", id="unterminated-quote"),
-    pytest.param("virtual_server 198.51.100.1 80 {\n protocol ICMP\n}\n", ":2: protocol 'ICMP' must be TCP, UDP or SCTP", id="bad-protocol"),
+    pytest.param(VS.replace(".1 ", ".300 ") + "}\n", ":1: '198.51.100.300' is not an IP address", id="bad-address"),
+    pytest.param(
+        VS + " real_server 203.0.113.1 80 {\n  weight x\n }\n}\n",
+        ":3: weight 'x' must be a whole number",
+        id="bad-weight",
+    ),
+    pytest.param(VS.replace(" 80 ", " 99999 ") + "}\n", ":1: port '99999' must be a whole number", id="bad-port"),
+    pytest.param(VS + '  lb_algo "rr\n}\n', ":2: unterminated quoted string", id="unterminated-quote"),
+    pytest.param(VS + " protocol ICMP\n}\n", ":2: protocol 'ICMP' must be TCP, UDP or SCTP", id="bad-protocol"),
     pytest.param("include missing.conf\n", ":1: cannot read", id="missing-include"),
     pytest.param("include keepalived.conf\n", ":1: include loop", id="include-loop"),
     pytest.param("{\n}\n", ":1: '{' without a keyword", id="brace-without-keyword"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("conf", "message"), ERRORS)
 def test_bad_input_is_one_error_naming_file_and_line(tmp_path: Path, conf: str, message: str) -> None:
     """Input that cannot be read is one `error: FILE:LINE: why` line, exit 3, nothing written."""
     path = write(tmp_path, conf)
-    code, out, err = run_import(str(path), "-o", str(tmp_path / "out"))
+    code, _, err = run_import(str(path), "-o", str(tmp_path / "out"))
     assert code == 3
     assert err.startswith(f"error: {path}"), err
     assert message in err
