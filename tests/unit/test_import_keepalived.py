@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ipvsctl.checks.spec import CheckSpec, spec_of
@@ -501,6 +501,91 @@ def test_fuzzed_configs_import_or_fail_with_a_clear_error(
         assert str(err).startswith(str(tmp_path)) and err.message
         return
     files, _ = manifests.render(result.servers)
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    command.write(out, files)
+    if files:
+        translated(out)
+
+
+ADDRESSES = st.sampled_from(["198.51.100.1", "198.51.100.2", "2001:db8::1", "203.0.113.1", "203.0.113.2",
+                             "203.0.113.3", "2001:db8::2", "127.0.0.1", "0.0.0.0", "ff02::1",
+                             "169.254.0.1"])  # fmt: skip
+GOOD_NUMBER = st.integers(1, 600).map(str)
+NUMBERS = st.one_of(GOOD_NUMBER, GOOD_NUMBER, GOOD_NUMBER, st.sampled_from(["0", "0.5", "x", "-1", "70000", "9" * 12]))
+WORDS_FOR_VALUES = st.sampled_from(
+    [
+        "rr",
+        "wrr",
+        "sh",
+        "mh",
+        "DR",
+        "TUN",
+        "NAT",
+        "UDP",
+        "TCP",
+        "SCTP",
+        "/",
+        "/x",
+        "200-299",
+        "200 301",
+        "on",
+        "off",
+        "/bin/true",
+    ]
+)
+VALUE = st.one_of(NUMBERS, ADDRESSES, WORDS_FOR_VALUES)
+ARGS = st.one_of(
+    st.lists(VALUE, min_size=1, max_size=1), st.lists(VALUE, min_size=1, max_size=1), st.lists(VALUE, max_size=2)
+)
+SETTINGS = st.tuples(
+    st.sampled_from(["delay_loop", "connect_timeout", "retry", "delay_before_retry", "warmup", "weight", "quorum",
+                     "persistence_timeout", "misc_timeout", "connect_port", "lb_algo", "lb_kind", "protocol",
+                     "sorry_server", "inhibit_on_failure", "virtualhost", "path", "status_code", "misc_path",
+                     "sh-port", "mh-fallback", "flag-1", "hysteresis", "uthreshold"]),
+    ARGS,
+).map(lambda kv: " ".join((kv[0], *kv[1])))  # fmt: skip
+
+
+@st.composite
+def checker(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK"]))
+    lines = draw(st.lists(SETTINGS, max_size=3))
+    url = "url {\n" + "\n".join(draw(st.lists(SETTINGS, max_size=3))) + "\n}\n" if draw(st.booleans()) else ""
+    return f"{kind} {{\n" + "\n".join(lines) + "\n" + url + "}\n"
+
+
+@st.composite
+def real_server(draw: st.DrawFn) -> str:
+    port = draw(st.one_of(st.just(""), GOOD_NUMBER, NUMBERS))
+    body = "\n".join(draw(st.lists(st.one_of(SETTINGS, checker()), max_size=3)))
+    return f"real_server {draw(ADDRESSES)} {port} {{\n{body}\n}}\n"
+
+
+@st.composite
+def virtual_server(draw: st.DrawFn) -> str:
+    body = "\n".join(draw(st.lists(st.one_of(SETTINGS, real_server(), real_server()), max_size=5)))
+    return f"virtual_server {draw(ADDRESSES)} {draw(GOOD_NUMBER)} {{\n{body}\n}}\n"
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(servers=st.lists(virtual_server(), min_size=1, max_size=3))
+def test_fuzzed_virtual_servers_import_or_fail_with_a_clear_error(tmp_path: Path, servers: list[str]) -> None:
+    """Structurally valid virtual_server blocks with random settings and values: a ConfigError
+    naming a line, or manifests ipvsctl reads back without a problem; never another exception."""
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text("".join(servers))
+    try:
+        result = command.read_source(str(conf), "keepalived", bytes)
+    except ConfigError as err:
+        assert str(err).startswith(f"{conf}:") and err.message
+        event("input error")
+        return
+    files, refused = manifests.render(result.servers)
+    assert len(files) + len(refused) == len(result.servers)
+    event("manifests written" if files else "nothing expressible")
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     for old in out.iterdir():
