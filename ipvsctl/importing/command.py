@@ -82,6 +82,6 @@ def run(
     if output is not None:
         summary += f" into {output}"
     if notes:
-        summary += f"; {len(notes)} things not imported (listed above)"
+        summary += f"; {len(notes)} {'thing' if len(notes) == 1 else 'things'} not imported (listed above)"
     echo(summary, True)
     return EXIT_INVALID if notes else EXIT_OK
