@@ -9,7 +9,7 @@ file and line; a value that is not what keepalived takes (a bad address, port or
 scheduler ``wlc``, forwarding NAT, protocol **UDP** (earlier keepalived versions took TCP),
 persistence 360 s when ``persistence_timeout`` has no value, weight 1; a real server's port is
 the virtual server's when it has none, and always with DR and TUN; a virtual server without
-real servers is not created.
+real servers is not created; a quorum above the real servers' total weight is reduced to it.
 """
 
 from __future__ import annotations
@@ -474,7 +474,11 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
             note(Note(where, f"sorry server {address} is of another family than its virtual server; left out"))
         else:
             sorry = Sorry(address, vs.port if sorry_port is None or forward != Forward.MASQ else sorry_port)
-    quorum = vs.quorum if vs.quorum not in (None, 0, 1) else None
+    quorum = vs.quorum
+    if quorum is not None and quorum > sum(r.weight for r in reals):
+        # keepalived: "quorum N exceeds total weight of real servers W, reducing quorum to W"
+        quorum = sum(r.weight for r in reals)
+    quorum = quorum if quorum not in (None, 0, 1) else None
     if quorum is not None and sorry is None:
         note(Note(vs.where, f"quorum {quorum}: without a sorry server it only runs keepalived's scripts; left out"))
         quorum = None

@@ -15,7 +15,8 @@ virtual and real server the configuration makes.
 keepalived 2.2.7 (Debian 12) told us, in this VM, what the importer now follows: no
 `protocol` means UDP; no `lb_algo` means wlc; a DR or TUN real server's port is reset to the
 virtual server's; a bare `persistence_timeout` is 360 s; a sorry server without a port takes
-the virtual server's; a virtual server without real servers is not created.
+the virtual server's; a virtual server without real servers is not created; a quorum above the
+real servers' total weight is reduced to it.
 """
 
 from __future__ import annotations
@@ -273,6 +274,26 @@ virtual_server 198.51.100.26 80 {
 }
 """,
         2,
+    ),
+    Case(
+        "quorum_above_total_weight",
+        """\
+! keepalived reduces a quorum above the real servers' total weight to that total: they answer
+virtual_server 198.51.100.31 80 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    quorum 5
+    sorry_server 203.0.113.97 8080
+    real_server 203.0.113.131 8080 {
+        weight 2
+    }
+    real_server 203.0.113.132 8080 {
+        weight 1
+    }
+}
+""",
+        3,
     ),
     Case(
         "ssl_get_nq_defaults_cascade",

@@ -157,6 +157,26 @@ ROUND_TRIPS = [
     ),
     pytest.param(
         """\
+        virtual_server 198.51.100.8 80 {
+            lb_algo rr
+            protocol TCP
+            quorum 5
+            sorry_server 203.0.113.9 8080
+            real_server 203.0.113.81 8080 {
+            }
+            real_server 203.0.113.82 8080 {
+            }
+        }
+        """,
+        [
+            "-A -t 198.51.100.8:80 -s rr",
+            "-a -t 198.51.100.8:80 -r 203.0.113.81:8080 -m -w 1",
+            "-a -t 198.51.100.8:80 -r 203.0.113.82:8080 -m -w 1",
+        ],
+        id="quorum-above-the-total-weight-is-reduced-to-it",
+    ),
+    pytest.param(
+        """\
         virtual_server 198.51.100.7 3868 {
             lb_algo dh
             protocol SCTP
