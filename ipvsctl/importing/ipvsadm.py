@@ -16,7 +16,7 @@ are a ``ConfigError`` naming the line.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ipvsctl.importing.model import ConfigError, Imported, Note, Real, Result, Where
 from ipvsctl.model.ipvs import SCHEDULER_FLAGS, Forward, IPAddress, Protocol
@@ -43,7 +43,7 @@ class _Line:
     options: tuple[tuple[str, str | None], ...]  # (option, value) in order
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Service:
     where: Where
     protocol: Protocol
@@ -52,7 +52,6 @@ class _Service:
     scheduler: str = DEFAULT_SCHEDULER
     flags: tuple[str, ...] = ()
     persistence: int | None = None
-    reals: list[tuple[Real, Forward]] = field(default_factory=list)
 
 
 def _words(text: str, where: Where) -> _Line:
@@ -123,6 +122,7 @@ def parse(text: str, file: str = "<stdin>") -> Result:
     """The virtual servers of ``ipvsadm -Sn`` output."""
     notes: list[Note] = []
     services: dict[tuple[Protocol, IPAddress, int], _Service] = {}
+    reals: dict[tuple[Protocol, IPAddress, int], list[tuple[Real, Forward]]] = {}
     fwmark_lines: list[Where] = []
     lines = text.splitlines()
     if len(lines) > MAX_LINES:
@@ -143,16 +143,17 @@ def parse(text: str, file: str = "<stdin>") -> Result:
             if key in services:
                 raise ConfigError(where, f"virtual server {_show(key)} is added twice (first at {services[key].where})")
             services[key] = _service(line, key, notes)
+            reals[key] = []
         elif command in ("-a", "--add-server"):
             key = _key(line)
             if key is None:
                 continue  # a real server of a firewall-mark virtual server: noted with it
             if key not in services:
                 raise ConfigError(where, f"real server of {_show(key)}, which no earlier -A line adds")
-            _real(line, services[key], notes)
+            reals[key].append(_real(line, services[key], notes))
         else:
             raise ConfigError(where, f"{command}: ipvsadm -Sn output has only -A and -a lines")
-    servers = tuple(_imported(s, notes) for s in services.values())
+    servers = tuple(_imported(svc, reals[key], notes) for key, svc in services.items())
     return Result(servers, tuple(notes))
 
 
@@ -169,17 +170,16 @@ def _service(line: _Line, key: tuple[Protocol, IPAddress, int], notes: list[Note
             continue
         if option in ("-s", "--scheduler"):
             assert value is not None
-            svc.scheduler = value
+            svc = replace(svc, scheduler=value)
         elif option in ("-p", "--persistent"):
-            svc.persistence = (
-                _number(value, line.where, "timeout", 2**32 - 1) if value is not None else DEFAULT_PERSISTENCE
-            )
+            timeout = _number(value, line.where, "timeout", 2**32 - 1) if value is not None else DEFAULT_PERSISTENCE
+            svc = replace(svc, persistence=timeout)
         elif option in ("-M", "--netmask"):
             if value not in (full_mask, "ffffffff", "/32" if key[1].version == 4 else "/128"):
                 notes.append(Note(line.where, f"-M {value}: ipvsctl's persistence is per client address"))
         elif option in ("-b", "--sched-flags"):
             assert value is not None
-            svc.flags = tuple(f for f in value.split(",") if f)
+            svc = replace(svc, flags=tuple(f for f in value.split(",") if f))
         elif option in ("-o", "--ops"):
             notes.append(Note(line.where, f"{option}: ipvsctl has no one-packet scheduling"))
         elif option in ("--pe", "--persistence-engine"):
@@ -189,7 +189,8 @@ def _service(line: _Line, key: tuple[Protocol, IPAddress, int], notes: list[Note
     return svc
 
 
-def _real(line: _Line, svc: _Service, notes: list[Note]) -> None:
+def _real(line: _Line, svc: _Service, notes: list[Note]) -> tuple[Real, Forward]:
+    """The real server of an ``-a`` line, and its forwarding method."""
     real: tuple[IPAddress, int] | None = None
     weight = 1
     forward = Forward.ROUTE  # ipvsadm's default
@@ -216,14 +217,15 @@ def _real(line: _Line, svc: _Service, notes: list[Note]) -> None:
     if weight > MAX_WEIGHT:
         notes.append(Note(line.where, f"weight {weight}: at most {MAX_WEIGHT}; set to that"))
         weight = MAX_WEIGHT
-    svc.reals.append((Real(real[0], real[1], weight, line.where), forward))
+    return Real(real[0], real[1], weight, line.where), forward
 
 
-def _imported(svc: _Service, notes: list[Note]) -> Imported:
-    forward = svc.reals[0][1] if svc.reals else Forward.MASQ
+def _imported(svc: _Service, given: list[tuple[Real, Forward]], notes: list[Note]) -> Imported:
+    forward = given[0][1] if given else Forward.MASQ
     reals: list[Real] = []
     weights: dict[IPAddress, Real] = {}
-    for real, method in svc.reals:
+    seen: set[tuple[IPAddress, int]] = set()
+    for real, method in given:
         if method != forward:
             alike = f"ipvsctl forwards to all real servers of a Service alike; {FORWARD_NAMES[forward]} is used"
             notes.append(Note(real.where, f"{FORWARD_NAMES[method]}: {alike}"))
@@ -232,7 +234,7 @@ def _imported(svc: _Service, notes: list[Note]) -> Imported:
             continue
         if forward != Forward.MASQ:
             real = replace(real, port=svc.port)  # as ipvsadm does: packets to a dr/tunnel server keep their port
-        if any(r.address == real.address and r.port == real.port for r in reals):
+        if (real.address, real.port) in seen:
             notes.append(Note(real.where, f"real server {real.address} port {real.port} is given twice; left out"))
             continue
         first = weights.setdefault(real.address, real)
@@ -241,6 +243,7 @@ def _imported(svc: _Service, notes: list[Note]) -> Imported:
                                           f"{real.address} has weight {first.weight} at {first.where}; "
                                           "that is used"))  # fmt: skip
             real = replace(real, weight=first.weight)
+        seen.add((real.address, real.port))
         reals.append(real)
     scheduler = svc.scheduler
     flags: list[str] = []

@@ -442,6 +442,7 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
     reals: list[Real] = []
     kept: list[RealServer] = []
     weights: dict[IPAddress, tuple[int, Where]] = {}
+    seen: set[tuple[IPAddress, int]] = set()
     for rs in vs.reals:
         port = rs.port if rs.port is not None else vs.port
         if rs.address.version != vs.address.version:
@@ -452,7 +453,7 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
                                 f"{vs.method} is used"))  # fmt: skip
         if forward != Forward.MASQ:
             port = vs.port  # as keepalived ("ports don't match - resetting") and ipvsadm do
-        if any(r.address == rs.address and r.port == port for r in reals):
+        if (rs.address, port) in seen:
             note(Note(rs.where, f"real server {rs.address} port {port} is given twice; the first is kept"))
             continue
         weight = rs.weight
@@ -465,6 +466,7 @@ def _server(vs: VirtualServer, note: Callable[[Note], None]) -> Imported | None:
                                 f"{first} at {where}; that is used"))  # fmt: skip
             weight = first
         weights.setdefault(rs.address, (weight, rs.where))
+        seen.add((rs.address, port))
         reals.append(Real(rs.address, port, weight, rs.where))
         kept.append(rs)
     sorry = None
