@@ -613,3 +613,40 @@ def test_fuzzed_virtual_servers_import_or_fail_with_a_clear_error(tmp_path: Path
     command.write(out, files)
     if files:
         translated(out)
+
+
+def test_what_ipvsctl_refuses_is_listed_not_written(tmp_path: Path) -> None:
+    """A virtual server ipvsctl's own checks refuse (a loopback address, a path without '/') is
+    listed as cannot be expressed, with the field at fault, and gets no file; the others do."""
+    conf = write(tmp_path, """\
+        virtual_server 127.0.0.1 80 {
+            real_server 203.0.113.1 80 {
+            }
+        }
+        virtual_server 198.51.100.1 80 {
+            real_server 203.0.113.1 80 {
+                HTTP_GET {
+                    url {
+                        path healthz
+                    }
+                }
+            }
+        }
+        virtual_server 198.51.100.2 80 {
+            real_server 203.0.113.2 80 {
+            }
+        }
+        """)  # fmt: skip
+    code, _, err = run_import(str(conf), "-o", str(tmp_path / "out"))
+    assert code == 3
+    assert f"{conf}:1: cannot be expressed: spec.clusterIP: 127.0.0.1 is a loopback address" in err
+    assert f"{conf}:5: cannot be expressed: metadata.annotations.ipvsctl.io/health-check-path:" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["udp-198-51-100-2-80.yaml"]
+
+
+def test_an_output_directory_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
+    """-o naming a file (not a directory) is one error line and exit 2."""
+    conf = write(tmp_path, "virtual_server 198.51.100.1 80 {\n real_server 203.0.113.1 80 {\n }\n}\n")
+    (tmp_path / "taken").write_text("")
+    code, _, err = run_import(str(conf), "-o", str(tmp_path / "taken"))
+    assert code == 2 and err.startswith(f"error: cannot write {tmp_path / 'taken'}")
