@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -635,6 +636,54 @@ def agent(
 
     flags = {k: v for k, v in locals().items() if k not in ("config", "run")}
     raise typer.Exit(run(config, flags, CTX.state_dir, lambda: KERNEL_FACTORY(interface or "ipvsctl0")))
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE|-]",
+            show_default=False,
+            help="keepalived.conf (includes are followed), or ipvsadm -Sn output (default: stdin).",
+        ),
+    ] = None,
+    from_: Annotated[
+        str, typer.Option("--from", metavar="keepalived|ipvsadm", help="What the input is.")
+    ] = "keepalived",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="DIR",
+            help="Write one file per Service here; default: stdout, as one YAML stream.",
+        ),
+    ] = None,
+    namespace: Annotated[str, typer.Option("--namespace", metavar="NAME", help="Namespace of the manifests.")] = (
+        "imported"
+    ),
+) -> None:
+    """Write Service and EndpointSlice manifests equivalent to a keepalived.conf or ipvsadm -Sn output.
+
+    What cannot be expressed is listed on stderr as FILE:LINE: what and why, and the exit code
+    is 3; everything else is still written.
+
+    \b
+    Examples:
+      ipvsctl import /etc/keepalived/keepalived.conf -o /etc/ipvsctl/manifests
+      sudo ipvsadm -Sn | ipvsctl import --from ipvsadm
+    """
+    from ipvsctl.importing import command
+
+    if from_ not in command.SOURCES:
+        raise typer.BadParameter(f"must be {' or '.join(command.SOURCES)}", param_hint="--from")
+    if from_ == "keepalived" and source is None:
+        raise typer.BadParameter("name the keepalived.conf to read", param_hint="FILE")
+    if len(namespace) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", namespace):
+        raise typer.BadParameter("must be a DNS label (lower-case letters, digits, '-')", param_hint="--namespace")
+    code = command.run(source or "-", from_, output, namespace, lambda text, err: typer.echo(text, err=err))
+    raise typer.Exit(code)
 
 
 @app.command()

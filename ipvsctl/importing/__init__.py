@@ -1,0 +1,1 @@
+"""`ipvsctl import`: keepalived.conf or ipvsadm-save output → Service and EndpointSlice manifests."""
