@@ -12,11 +12,11 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ipvsctl.errors import Problem
-from ipvsctl.model.desired import Desired, Owner, RealServerStates
+from ipvsctl.model.desired import Desired, Owner, RealServers, RealServerStates
 from ipvsctl.model.ipvs import (
     IPAddress,
     Protocol,
@@ -139,7 +139,7 @@ def plan(
             want_bound.add(key.address)
         if have is None:
             adds.append(AddService(want.server))
-            adds.extend(AddReal(key, r) for r in want.reals)
+            adds.extend(add_reals(key, want.reals))
             continue
         if not have.server.same_config(want.server):
             edits.append(EditService(want.server))
@@ -184,3 +184,11 @@ def plan(
     ops = (*binds, *adds, *edits, *removals, *service_deletes, *unbinds)
     target = Ownership(owners, frozenset(addresses), draining)
     return Plan(tuple(ops), target, tuple(conflicts))
+
+
+def add_reals(service: ServiceKey, reals: Sequence[RealServer]) -> list[AddReal]:
+    """One ``AddReal`` per real server, in order; those of a translation's plain IPv4 packed
+    real servers hold the packed sequence and a position (``AddReal.at``)."""
+    if isinstance(reals, RealServers) and reals.plain_v4():
+        return [AddReal.at(service, reals, i) for i in range(len(reals))]
+    return [AddReal(service, r) for r in reals]

@@ -151,7 +151,18 @@ class RealServers(Sequence[RealServer]):
     @overload
     def __getitem__(self, index: slice) -> tuple[RealServer, ...]: ...
     def __getitem__(self, index: int | slice) -> RealServer | tuple[RealServer, ...]:
+        if type(index) is int and not self._others and len(self._data) == _V4_PLAIN.size * self._count:
+            if index < 0:
+                index += self._count
+            if not 0 <= index < self._count:
+                raise IndexError("real server index out of range")
+            _, number, port = _V4_PLAIN.unpack_from(self._data, index * _V4_PLAIN.size)
+            return _plain_real(IPv4Address(number), port)  # plain IPv4 (``add_reals``): no walk
         return tuple(self)[index]
+
+    def plain_v4(self) -> bool:
+        """Are all of these plain IPv4 real servers (each read by position without a walk)?"""
+        return not self._others and len(self._data) == _V4_PLAIN.size * self._count
 
     def packed(self) -> bytes | None:
         """The bytes these real servers are packed into when all are plain (None otherwise): two
