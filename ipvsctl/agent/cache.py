@@ -183,15 +183,12 @@ def advance(
     them until the end held a built state of every real server at once (20 MB at 10,000
     Services of 10 endpoints, the peak of the agent's first sync)."""
     touched: _Touched = {}
-    last: dict[ServiceKey, int] = {}  # each virtual server's last operation
-    for i, op in enumerate(ops):
-        if (key := service_of(op)) is not None:
-            last[key] = i
+    keys = [service_of(op) for op in ops]
+    last = {key: i for i, key in enumerate(keys)}  # each virtual server's last operation
     newest = 0
-    for i, (op, res) in enumerate(zip(ops, results, strict=True)):
+    for i, (op, res, key) in enumerate(zip(ops, results, keys, strict=True)):
         if res is None:
             newest = _apply(cache, touched, op, newest)
-        key = service_of(op)
         if key is not None and last[key] == i and key in touched:
             _write(cache, key, touched.pop(key))
 

@@ -126,9 +126,7 @@ class RealServers(Sequence[RealServer]):
     def _plain_v4(self) -> Iterator[tuple[int, int, int]] | None:
         """(4, address as a number, port) per real server when all are plain IPv4 (the common
         case, read without slicing), else None."""
-        if self._others or len(self._data) != _V4_PLAIN.size * self._count:
-            return None
-        return _V4_PLAIN.iter_unpack(self._data)
+        return _V4_PLAIN.iter_unpack(self._data) if self.plain_v4() else None
 
     def __iter__(self) -> Iterator[RealServer]:
         make = _plain_real
@@ -151,7 +149,7 @@ class RealServers(Sequence[RealServer]):
     @overload
     def __getitem__(self, index: slice) -> tuple[RealServer, ...]: ...
     def __getitem__(self, index: int | slice) -> RealServer | tuple[RealServer, ...]:
-        if type(index) is int and not self._others and len(self._data) == _V4_PLAIN.size * self._count:
+        if type(index) is int and self.plain_v4():
             if index < 0:
                 index += self._count
             if not 0 <= index < self._count:
