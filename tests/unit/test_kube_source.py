@@ -214,7 +214,8 @@ def test_bad_endpoints_are_reported_and_the_rest_of_the_slice_kept(api: FakeApi,
 def test_objects_without_a_name_are_skipped(world: World, logged: list[dict[str, Any]]) -> None:
     source = KubeSource(Client(ClusterConfig("http://127.0.0.1:9")), world, None, threading.Event())
     services = source.reflectors[0]
-    services.on_list([{"metadata": {}}, {"spec": {}}])
+    assert services.convert is not None
+    services.on_list([services.convert({"metadata": {}}), services.convert({"spec": {}})])
     services.on_event("ADDED", {"metadata": {"namespace": "default"}})
     assert world.keys(SOURCE) == set() and world.problems() == []
     assert [e["event"] for e in logged] == ["object without a name"] * 3

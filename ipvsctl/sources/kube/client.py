@@ -17,7 +17,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -168,13 +168,22 @@ class Client:
     # --- requests ---
 
     def list(
-        self, path: str, params: Mapping[str, str] | None = None, *, cancel: Cancel | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """All objects at ``path`` (page by page) and the list's resourceVersion."""
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        cancel: Cancel | None = None,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> tuple[list[Any], str]:
+        """All objects at ``path`` (page by page) and the list's resourceVersion.
+
+        ``convert``, if given, is applied to each object as its page arrives, and what it returns
+        is kept instead: a page's decoded JSON is let go before the next is asked for, so a list of
+        10,000 EndpointSlices never holds them all as dicts at once."""
         base = dict(params or {})
         request = _Request(self, self.request_timeout, cancel)
         try:
-            items: list[dict[str, Any]] = []
+            items: list[Any] = []
             token = ""
             while True:
                 query = dict(base, limit=str(self.page_size))
@@ -197,7 +206,8 @@ class Client:
                 for item in page_items:
                     if isinstance(item, dict):
                         _slim(item)
-                        items.append(item)
+                        items.append(item if convert is None else convert(item))
+                del page, page_items
                 token = meta.get("continue") or ""
                 if not token:
                     return items, str(meta.get("resourceVersion") or "")

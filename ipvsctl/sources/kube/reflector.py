@@ -2,7 +2,8 @@
 
 The loop, after client-go's reflector:
 
-* list → ``on_list(items)``: a full replacement; objects not in it are gone.
+* list → ``on_list(items)``: a full replacement; objects not in it are gone. With ``convert``,
+  ``items`` holds what ``convert`` made of each object, as its page arrived.
 * watch from the last resourceVersion → ``on_event(type, object)`` for ADDED, MODIFIED, DELETED;
   a BOOKMARK only moves the resourceVersion on, so the next watch starts later.
 * 410 Gone (an HTTP status or an ERROR event): the resourceVersion was compacted away: list again.
@@ -61,11 +62,12 @@ class Reflector:
         client: Client,
         path: str,
         kind: str,
-        on_list: Callable[[list[dict[str, Any]]], None],
+        on_list: Callable[[list[Any]], None],
         on_event: Callable[[str, dict[str, Any]], None],
         stop: threading.Event,
         *,
         params: Mapping[str, str] | None = None,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         watch_timeout: int = 300,
         read_timeout: float | None = None,
@@ -80,6 +82,7 @@ class Reflector:
         self.on_event = on_event
         self.stop = stop
         self.params = dict(params or {})
+        self.convert = convert
         self.backoff = backoff
         self.watch_timeout = watch_timeout
         self.read_timeout = read_timeout
@@ -136,7 +139,7 @@ class Reflector:
 
     def _list(self) -> bool:
         try:
-            items, rv = self.client.list(self.path, self.params, cancel=self._cancel)
+            items, rv = self.client.list(self.path, self.params, cancel=self._cancel, convert=self.convert)
         except Exception as err:
             if not self.stop.is_set():
                 self._fail("list failed", err)

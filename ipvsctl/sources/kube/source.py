@@ -32,7 +32,8 @@ ENDPOINT_SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
 NODES = "/api/v1/nodes"
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
 
-ListHandler = Callable[[list[dict[str, Any]]], None]
+ListHandler = Callable[[list[Any]], None]
+Parsed = tuple[ObjectKey | None, tuple[Value, ...] | None, list[Problem]]  # key, values, problems
 
 
 def _key(kind: str, obj: dict[str, Any]) -> ObjectKey | None:
@@ -91,15 +92,21 @@ class _Objects:
         self.good: dict[ObjectKey, tuple[Value, ...]] = {}  # the values in force, kept through parse failures
         self.bad: set[ObjectKey] = set()  # keys with problems reported
 
-    def on_list(self, items: list[dict[str, Any]]) -> None:
+    def convert(self, obj: dict[str, Any]) -> Parsed:
+        """One listed object, parsed as its page arrives (the reflector's thread; no World call)."""
+        key = _key(self.kind, obj)
+        if key is None:
+            return None, None, []
+        values, found = parse_object(key, obj)
+        return key, values, found
+
+    def on_list(self, items: list[Parsed]) -> None:
         objects: dict[ObjectKey, tuple[Value, ...]] = {}
         problems: dict[ObjectKey, list[Problem]] = {}
-        for obj in items:
-            key = _key(self.kind, obj)
+        for key, values, found in items:
             if key is None:
                 log.warning("object without a name", resource=self.kind)
                 continue
-            values, found = parse_object(key, obj)
             if values is not None:
                 objects[key] = values
             elif key in self.good:
@@ -165,6 +172,7 @@ class KubeSource:
                 self._listed(services.on_list, "Service"),
                 services.on_event,
                 stop,
+                convert=services.convert,
                 **options,
             ),
             Reflector(
@@ -174,6 +182,7 @@ class KubeSource:
                 self._listed(slices.on_list, "EndpointSlice"),
                 slices.on_event,
                 stop,
+                convert=slices.convert,
                 **options,
             ),
         ]
@@ -211,7 +220,7 @@ class KubeSource:
     def _listed(self, handler: ListHandler, kind: str) -> ListHandler:
         """``handler``, then: the first list of every kind makes the source ready."""
 
-        def on_list(items: list[dict[str, Any]]) -> None:
+        def on_list(items: list[Any]) -> None:
             handler(items)
             with self._lock:
                 if kind not in self._pending:
