@@ -1,5 +1,5 @@
-"""The `ipvsctl` console script: `ipvsctl version`, and `diff` (``quick.py``), are answered
-before the CLI framework loads.
+"""The `ipvsctl` console script: `ipvsctl version`, `diff` (``quick.py``) and `agent`
+(``agent/argv.py``) are answered before the CLI framework loads.
 
 Importing the CLI (typer, click, structlog and the pipeline) costs about 0.2 s on a host and
 seconds in an emulated VM; a version query, which scripts and health probes run often, needs
@@ -27,6 +27,15 @@ def main() -> None:
         code = quick.main(sys.argv[1:])
         if code is not None:
             sys.stdout.flush()
+            sys.exit(code)
+    elif "agent" in sys.argv[1:]:
+        import os
+
+        from ipvsctl import quick
+        from ipvsctl.agent import argv
+
+        code = argv.main(sys.argv[1:], os.environ, lambda interface: quick.KERNEL_FACTORY(interface))
+        if code is not None:
             sys.exit(code)
     from ipvsctl.cli import main as cli_main
 

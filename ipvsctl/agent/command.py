@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
-
-import typer
 
 from ipvsctl import logs
 from ipvsctl.errors import LockBusy, StateError
@@ -42,6 +41,13 @@ EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_STATE = 2, 5, 6
 class Source(Protocol):
     def start(self) -> None: ...
     def join(self, timeout: float = 5.0) -> None: ...
+
+
+def _error(message: str) -> None:
+    """One line on stderr, as the CLI's ``fail`` prints it (this module runs without typer)."""
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def settings_of(cfg: AgentConfig, state_dir: Path) -> Settings:
@@ -110,7 +116,7 @@ def run(config_file: Path | None, flags: dict[str, Any], state_dir: Path, open_k
     try:
         cfg = build(config_file, flags)
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
+        _error(f"error: {err}")
         return EXIT_USAGE
     settings = settings_of(cfg, state_dir)
     stop = threading.Event()
@@ -118,7 +124,7 @@ def run(config_file: Path | None, flags: dict[str, Any], state_dir: Path, open_k
     try:
         kernel = open_kernel()
     except KernelUnavailable as err:
-        typer.echo(f"error: {err}", err=True)
+        _error(f"error: {err}")
         return EXIT_UNAVAILABLE
     store = Store(state_dir)
     collecting = gc.isenabled()  # the start turns the collector off for a while (Agent.collector_paused)
@@ -126,10 +132,10 @@ def run(config_file: Path | None, flags: dict[str, Any], state_dir: Path, open_k
         with store.locked(cfg.lock_timeout):
             return _run_locked(cfg, config_file, flags, settings, kernel, store, world, stop, open_kernel)
     except (LockBusy, StateError) as err:
-        typer.echo(f"error: {err}", err=True)
+        _error(f"error: {err}")
         return EXIT_STATE
     except KernelUnavailable as err:
-        typer.echo(f"error: {err}", err=True)
+        _error(f"error: {err}")
         return EXIT_UNAVAILABLE
     finally:
         kernel.close()
@@ -154,7 +160,7 @@ def _run_locked(
     try:
         source = make_source(cfg, world, stop, settings.node_name, settings.state_dir)
     except KubeConfigError as err:  # names the file and the field
-        typer.echo(f"error: {err}", err=True)
+        _error(f"error: {err}")
         return EXIT_USAGE
     kernel.bound_addresses()  # connects now, so the first sync's time is its own
     if settings.set_sysctls:
@@ -192,7 +198,7 @@ def _run_locked(
         try:
             server = serve(cfg.metrics_address, metrics, lambda: agent.status, cfg.sync_period)
         except OSError as err:
-            typer.echo(f"error: cannot listen on {cfg.metrics_address}: {err.strerror}", err=True)
+            _error(f"error: cannot listen on {cfg.metrics_address}: {err.strerror}")
             return EXIT_USAGE
 
     def on_stop(sig: signal.Signals) -> None:
