@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ipvsctl.errors import LockBusy, StateError
 from ipvsctl.model.desired import Owner
@@ -52,19 +52,45 @@ def _key_from_json(raw: dict[str, Any]) -> ServiceKey:
     return ServiceKey(proto, ipaddress.ip_address(raw["address"]), int(raw["port"]), int(raw.get("fwmark", 0)))
 
 
-def encode(owned: Ownership) -> dict[str, Any]:
+def _service_to_json(key: ServiceKey, owner: Owner) -> dict[str, Any]:
+    return {**_key_to_json(key), "namespace": owner.namespace, "name": owner.name, "port_name": owner.port_name}
+
+
+def _sorted_services(owned: Ownership) -> list[tuple[ServiceKey, Owner]]:
+    return sorted(owned.services.items(), key=lambda item: item[0].sort_key())
+
+
+def _rest_to_json(owned: Ownership) -> dict[str, Any]:
     return {
-        "version": VERSION,
-        "services": [
-            {**_key_to_json(k), "namespace": o.namespace, "name": o.name, "port_name": o.port_name}
-            for k, o in sorted(owned.services.items(), key=lambda item: item[0].sort_key())
-        ],
         "addresses": sorted(str(a) for a in owned.addresses),
         "draining": [
             {"service": _key_to_json(s), "address": str(r.address), "port": r.port, "since": since}
             for (s, r), since in owned.draining.items()
         ],
     }
+
+
+def encode(owned: Ownership) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "services": [_service_to_json(k, o) for k, o in _sorted_services(owned)],
+        **_rest_to_json(owned),
+    }
+
+
+def write_record(handle: IO[str], owned: Ownership) -> None:
+    """``encode(owned)`` as JSON, one virtual server a line, written as it is encoded: the record
+    of 10,000 virtual servers is never held whole, as objects or as text."""
+    handle.write(f'{{"version": {VERSION}, "services": [')
+    for i, (key, owner) in enumerate(_sorted_services(owned)):
+        handle.write("\n " if i == 0 else ",\n ")
+        handle.write(json.dumps(_service_to_json(key, owner)))
+    rest = _rest_to_json(owned)
+    handle.write(f'\n], "addresses": {json.dumps(rest["addresses"])}, "draining": [')
+    for i, entry in enumerate(rest["draining"]):
+        handle.write("\n " if i == 0 else ",\n ")
+        handle.write(json.dumps(entry))
+    handle.write("\n]}\n")
 
 
 def decode(raw: dict[str, Any]) -> Ownership:
@@ -149,7 +175,7 @@ class Store:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.fchmod(fd, 0o644)
             with open(fd, "w", encoding="utf-8") as handle:
-                json.dump(encode(owned), handle, indent=1)
+                write_record(handle, owned)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)

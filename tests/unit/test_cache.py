@@ -3,6 +3,7 @@ cache is never trusted."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import pickle
@@ -374,3 +375,28 @@ def test_the_agents_first_scan_parses_no_unchanged_file_and_later_scans_leave_th
     source.scan()
     assert parses[8:] == [str(manifests / "svc-1.yaml")]
     assert (tmp_path / "cache" / "parse.pickle").stat().st_mtime_ns == written, "a later scan rewrote the cache"
+
+
+def test_a_cache_of_many_files_is_written_in_parts_and_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More files than one part holds: one pickle per part, read back as one cache; a run from it parses nothing."""
+    monkeypatch.setattr(cache_module, "CHUNK", 3)
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    _write(directory, 10)
+    first, _ = _run(directory, tmp_path / "cache")
+    payload = (tmp_path / "cache" / "parse.pickle").read_bytes()[len(MAGIC) + 64 :]
+    stream, sizes = io.BytesIO(payload), []
+    while stream.tell() < len(payload):
+        sizes.append(len(pickle.load(stream)))
+    assert sizes == [3, 3, 3, 1]
+    again, cache = _run(directory, tmp_path / "cache")
+    assert cache.hits == 10 and cache.misses == 0 and again == first
+
+
+def test_a_part_that_is_not_a_mapping_makes_the_cache_ignored(manifests: Path, tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    _forged(tmp_path / "cache" / "parse.pickle", pickle.dumps({b"k": []}) + pickle.dumps([1]))
+    _, cache = _run(manifests, tmp_path / "cache")
+    assert cache.hits == 0 and "not a mapping" in cache.notes[0]

@@ -13,7 +13,7 @@ from ipvsctl.errors import StateError
 from ipvsctl.model.desired import Owner
 from ipvsctl.model.ipvs import Protocol, RealKey, ServiceKey
 from ipvsctl.plan import Ownership
-from ipvsctl.state import Store, patched
+from ipvsctl.state import Store, encode, patched
 from tests.conftest import ip
 
 KEYS = [ServiceKey(Protocol.TCP, ip(f"10.0.0.{i // 2}"), 80 + i % 2) for i in range(8)]  # two ports per address
@@ -93,3 +93,16 @@ def test_ledger_patches_like_the_journal(seed: int) -> None:
         alone = any(k.address == address for k in keys) and users <= keys
         assert (address in part.addresses) == alone
     assert ledger.part(keys, lambda _address: True).addresses == frozenset()  # wanted elsewhere: kept
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_record_written_line_by_line_is_the_encoded_record(seed: int, tmp_path: Path) -> None:
+    """``save`` streams the record (write_record); what it wrote reads back as ``encode`` gives it and loads as saved."""
+    owned = random_part(random.Random(seed))
+    store = Store(tmp_path)
+    store.save(owned)
+    text = (tmp_path / "owned.json").read_text()
+    assert json.loads(text) == encode(owned)
+    entries = [json.loads(line.strip().rstrip(",")) for line in text.splitlines() if line.startswith(" {")]
+    assert len(entries) == len(owned.services) + len(owned.draining)  # one a line
+    assert Store(tmp_path).load() == owned
