@@ -97,7 +97,7 @@ def test_ledger_patches_like_the_journal(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_record_written_line_by_line_is_the_encoded_record(seed: int, tmp_path: Path) -> None:
-    """``save`` streams the record (write_record); what it wrote reads back as ``encode`` gives it and loads as saved."""
+    """``save`` streams the record (write_record): it reads back as ``encode`` gives it, and loads as saved."""
     owned = random_part(random.Random(seed))
     store = Store(tmp_path)
     store.save(owned)
