@@ -381,10 +381,19 @@ class NetlinkKernel:
         worker = threading.Thread(target=bind, name="ipvsctl-addresses", daemon=True)
         worker.start()
         try:
+            # Batches taken as they come: a list of all 110,000 positions at 10,000 Services
+            # would hold as many int objects (4 MB) for the whole write.
             bound = set(addresses)
-            ipvs = [i for i in range(len(ops)) if i not in bound]
-            for start in range(0, len(ipvs), BATCH):
-                self._run_batch(ops, ipvs[start : start + BATCH], results)
+            batch: list[int] = []
+            for i in range(len(ops)):
+                if i in bound:
+                    continue
+                batch.append(i)
+                if len(batch) == BATCH:
+                    self._run_batch(ops, batch, results)
+                    batch = []
+            if batch:
+                self._run_batch(ops, batch, results)
         finally:
             worker.join()
         if failure:
