@@ -131,6 +131,8 @@ class _Lines:
         if len(tokens) != 2 or (tokens[1].text in ("{", "}") and not tokens[1].quoted):
             raise ConfigError(where, "include takes one file name or pattern")
         pattern = tokens[1].text
+        if "\0" in pattern:
+            raise ConfigError(tokens[1].where, "an include's file name cannot hold a NUL character")
         if not os.path.isabs(pattern):
             pattern = os.path.join(os.path.dirname(path), pattern)
         if GLOB_CHARACTERS & set(pattern):

@@ -331,6 +331,14 @@ def test_without_inhibit_on_failure_a_failing_server_is_removed(tmp_path: Path) 
     assert spec is not None and (spec.on_failure, spec.interval, spec.failures) == ("remove", 60, 2)
 
 
+def test_an_include_naming_a_nul_character_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    """Found by the fuzzed-config property: ``include \\0`` reached os.path and raised ValueError."""
+    write(tmp_path, "global_defs {\n}\ninclude \0\n")
+    code, _, err = run_import(str(tmp_path / "keepalived.conf"), "-o", str(tmp_path / "out"))
+    assert code != 0 and "Traceback" not in err
+    assert f"{tmp_path}/keepalived.conf:3: an include's file name cannot hold a NUL character" in err
+
+
 def test_includes_relative_to_the_including_file_and_globs(tmp_path: Path) -> None:
     """include follows globs in sorted order, each path relative to the file that names it;
     notes name the included file and its line."""
