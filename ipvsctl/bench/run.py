@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ipvsctl import __version__
+from ipvsctl import __version__, logs
 from ipvsctl.bench import measure, rules
 from ipvsctl.bench.apiserver import NODE_NAME
 from ipvsctl.bench.measure import BenchError, say
@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         help="required: agree that IPVS is emptied and ip_vs reloaded (scripts/bench passes it in the test VM)",
     )
     args = parser.parse_args(argv)
+    # The in-process resync (measure.dump_diff) reads 10,000 files through the agent's code: its
+    # per-file debug lines would otherwise reach the output, unconfigured structlog printing all.
+    logs.configure("console", "warning")
     if not args.wipe_ipvs:
         parser.error(
             "this empties IPVS and reloads ip_vs; run it through scripts/bench (the test VM) or pass --wipe-ipvs"
