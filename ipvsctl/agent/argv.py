@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ipvsctl.kernel.base import Kernel
+from ipvsctl.quick import _pairs  # the same reading of --name VALUE and --name=VALUE as diff's
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("console", "json")
@@ -84,26 +85,6 @@ class AgentArgs:
     log_level: str = "info"
 
 
-def _options(argv: Sequence[str], valued: set[str], switches: set[str]) -> list[tuple[str, str]] | None:
-    """(option, value) pairs in order, a switch's value ""; None on anything not understood."""
-    out: list[tuple[str, str]] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if eq and name in valued:
-            out.append((name, value))
-        elif arg in valued and i + 1 < len(argv):
-            out.append((arg, argv[i + 1]))
-            i += 1
-        elif arg in switches:
-            out.append((arg, ""))
-        else:
-            return None
-        i += 1
-    return out
-
-
 def _from_env(environ: Mapping[str, str], names: Sequence[str]) -> str | None:
     for name in names:
         if environ.get(name):
@@ -116,8 +97,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> AgentArgs | None:
     if "agent" not in argv:
         return None
     split = list(argv).index("agent")
-    before = _options(argv[:split], set(GLOBALS), set())
-    after = _options(argv[split + 1 :], {"--config", *STRINGS, *REPEATED}, set(SWITCHES))
+    before = _pairs(argv[:split], set(GLOBALS), set())
+    after = _pairs(argv[split + 1 :], {"--config", *STRINGS, *REPEATED}, set(SWITCHES))
     if before is None or after is None:
         return None
     if any(environ.get(n) for key in (*REPEATED.values(), "kubernetes", "adopt", "sysctls") for n in env_names(key)):
