@@ -55,7 +55,9 @@ _VALUED |= {"--scheduler": "--scheduler", "--interface": "--interface"}
 _FLAGS = {"--adopt", "--no-cache"}
 
 
-def _pairs(argv: Sequence[str], valued: set[str] | dict[str, str], flags: set[str]) -> list[tuple[str, str]] | None:
+def option_pairs(
+    argv: Sequence[str], valued: set[str] | dict[str, str], flags: set[str]
+) -> list[tuple[str, str]] | None:
     """(option, value) pairs, flags with value ""; None on anything not understood."""
     out: list[tuple[str, str]] = []
     i = 0
@@ -80,7 +82,7 @@ def parse_diff(argv: Sequence[str], environ: dict[str, str]) -> DiffArgs | None:
     if "diff" not in argv:
         return None
     split = list(argv).index("diff")
-    before, after = _pairs(argv[:split], _GLOBAL, set()), _pairs(argv[split + 1 :], _VALUED, _FLAGS)
+    before, after = option_pairs(argv[:split], _GLOBAL, set()), option_pairs(argv[split + 1 :], _VALUED, _FLAGS)
     if before is None or after is None:
         return None
     args = DiffArgs(state_dir=Path(environ.get("IPVSCTL_STATE_DIR") or "/run/ipvsctl"))

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ipvsctl.kernel.base import Kernel
-from ipvsctl.quick import _pairs  # the same reading of --name VALUE and --name=VALUE as diff's
+from ipvsctl.quick import LEVELS, option_pairs  # diff's reading of --name VALUE and --name=VALUE
 
-LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("console", "json")
 
 # option → flags key; every one of these takes one value and the last given wins
@@ -48,23 +47,8 @@ SWITCHES = {
     "--sysctls": ("sysctls", True),
     "--no-sysctls": ("sysctls", False),
 }
-FLAG_KEYS = (
-    "manifests",
-    "kubernetes",
-    "kubeconfig",
-    "node_name",
-    "node_ip",
-    "scheduler",
-    "interface",
-    "adopt",
-    "sysctls",
-    "min_sync_period",
-    "sync_period",
-    "drain_timeout",
-    "drain_check",
-    "metrics_address",
-    "lock_timeout",
-)
+SWITCH_KEYS = tuple(dict.fromkeys(key for key, _ in SWITCHES.values()))  # kubernetes, adopt, sysctls
+FLAG_KEYS = (*STRINGS.values(), *REPEATED.values(), *SWITCH_KEYS)  # every key of the flags run() takes
 GLOBALS = ("--log-format", "--log-level", "--state-dir")
 
 
@@ -97,11 +81,11 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> AgentArgs | None:
     if "agent" not in argv:
         return None
     split = list(argv).index("agent")
-    before = _pairs(argv[:split], set(GLOBALS), set())
-    after = _pairs(argv[split + 1 :], {"--config", *STRINGS, *REPEATED}, set(SWITCHES))
+    before = option_pairs(argv[:split], set(GLOBALS), set())
+    after = option_pairs(argv[split + 1 :], {"--config", *STRINGS, *REPEATED}, set(SWITCHES))
     if before is None or after is None:
         return None
-    if any(environ.get(n) for key in (*REPEATED.values(), "kubernetes", "adopt", "sysctls") for n in env_names(key)):
+    if any(environ.get(n) for key in (*REPEATED.values(), *SWITCH_KEYS) for n in env_names(key)):
         return None  # the CLI splits and converts these; leave them to it
     log_format, log_level = "console", "info"
     state_dir = environ.get("IPVSCTL_STATE_DIR") or "/run/ipvsctl"
